@@ -1,0 +1,34 @@
+# Fresh machine: `make demo` or `make test` installs everything first (a venv in .venv).
+PYTHON ?= python3
+VENV   ?= .venv
+DATA   ?= data
+RESULTS ?= results/demo
+BIN    := $(VENV)/bin
+
+.PHONY: install demo test test-fast bench clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install -e ".[dev]"
+	touch $@
+
+# A real short training (ConvMixer-64/4 p2 k5, 5 epochs, paper augmentation) and its table.
+demo: install
+	$(BIN)/cmx train --h 64 --d 4 --p 2 --k 5 --epochs 5 --batch-size 128 --data $(DATA) --results $(RESULTS) --quiet
+	$(BIN)/cmx table --results $(RESULTS) --all
+
+# The whole suite (slow tests included). pytest's exit 5 (nothing collected) is reported, not hidden as a pass.
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not slurm"
+
+bench: install
+	$(BIN)/cmx bench --vs-reference
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,0 +1,72 @@
+"""Checkpoints that survive crashes: everything needed to continue a run bit-for-bit, written atomically.
+
+A checkpoint holds the model, optimizer, AMP scaler, the schedule position (epoch and step within it,
+plus the epoch's shuffling order when saved mid-epoch), the best accuracy, the per-epoch history and every
+RNG state (python, numpy, torch CPU and CUDA, and the explicit shuffle/augmentation generators). It is
+serialised to memory first and then written with tmp + fsync + rename, so a full disk or a kill during
+the write leaves the previous checkpoint untouched.
+"""
+from __future__ import annotations
+
+import io
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .errors import UserError
+from .results import atomic_write_bytes
+
+FILENAME = "checkpoint.pt"
+
+
+def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
+    state = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "generators": {name: g.get_state() for name, g in generators.items()},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    for name, g in generators.items():
+        g.set_state(state["generators"][name])
+
+
+def save(path: Path, state: dict[str, Any]) -> None:
+    """Atomically replace `path`; on failure (e.g. disk full) the previous checkpoint is kept."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    try:
+        atomic_write_bytes(path, buffer.getvalue())
+    except OSError as err:
+        raise UserError(f"cannot write checkpoint {path} ({err.strerror or err}); "
+                        f"the previous checkpoint is kept") from None
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The checkpoint at `path`, or None if there is none. A corrupt file is an error, not a silent restart."""
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # torch raises several types for truncated/corrupt zip archives
+        raise UserError(f"checkpoint {path} is unreadable ({type(err).__name__}); "
+                        f"use --restart to start this run over") from None
+
+
+def remove_stale_tmp(run_dir: Path) -> None:
+    """Drop tmp files left by a process killed mid-write (they never replaced anything)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        tmp.unlink(missing_ok=True)

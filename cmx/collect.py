@@ -1,0 +1,231 @@
+"""Read a results directory into one pandas DataFrame, one row per run directory.
+
+`cmx table`, `cmx plot`, `cmx report` and `cmx runs` all start here, so they agree on what a run is and
+which runs are unreadable. Run directories are written while we read them (and may be half-copied from
+another machine), so every file may be missing or corrupt: such a run is skipped with a warning
+(`SkippedRun`, a UserWarning) instead of crashing the whole report. The CLI prints those warnings to
+stderr, one line each.
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from .config import IDENTITY_FIELDS, RunConfig
+from .errors import UserError
+from .results import STATUSES, ResultsDir, read_json
+
+STATES = ("pending",) + STATUSES  # pending | running | done | failed | interrupted
+PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")
+COLUMNS = (
+    ("run_id", "dataset", "state") + IDENTITY_FIELDS
+    + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
+       "device", "summary") + PROVENANCE_FIELDS
+)
+# Names of GPUs as torch.cuda.get_device_name() prints them, for results whose provenance lacks a device
+# type (the config's device may just say "auto").
+_GPU_NAME = re.compile(r"nvidia|tesla|geforce|quadro|rtx|gtx|\b[avhlt]\d{2,3}\b|radeon|instinct|cuda|gpu", re.I)
+
+
+class SkippedRun(UserWarning):
+    """A run directory that could not be read; the message names it and says why."""
+
+
+def _skip(run_dir: Path, why: str) -> None:
+    warnings.warn(f"skipping {run_dir}: {why}", SkippedRun, stacklevel=3)
+
+
+def load_runs(root: str | Path | None = None) -> pd.DataFrame:
+    """Every readable run under `root`/runs as a DataFrame with the columns in COLUMNS (may be empty).
+
+    Raises UserError when `root` does not exist (most likely a typo in --results).
+    """
+    rd = ResultsDir(root)
+    if not rd.root.is_dir():
+        raise UserError(f"results dir {rd.root} does not exist")
+    rows = [row for run_id in rd.run_ids() if (row := _load_one(rd, run_id)) is not None]
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch"):
+        frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return frame
+
+
+def _load_one(rd: ResultsDir, run_id: str) -> dict | None:
+    """One run dir as a flat dict, or None (with a SkippedRun warning) when it cannot be trusted."""
+    run_dir = rd.run_dir(run_id)
+    result = _read_if_present(run_dir / "result.json")
+    if result is False or (result is not None and not _finite(result.get("test_acc"))):
+        return _skip(run_dir, "result.json is unreadable or has no test_acc")
+    status = _read_if_present(run_dir / "status.json")
+    if status is False and result is None:
+        return _skip(run_dir, "status.json is unreadable")
+    config = _read_if_present(run_dir / "config.json")
+    if config is False:
+        return _skip(run_dir, "config.json is unreadable")
+    if config is None:  # e.g. copied without it: result.json carries the config too
+        config = dict((result or {}).get("config") or {})
+        if not config:
+            return _skip(run_dir, "no config.json")
+    missing = [name for name in IDENTITY_FIELDS if name not in config]
+    if missing:
+        return _skip(run_dir, f"config.json lacks {', '.join(missing)}")
+    try:
+        cfg = RunConfig.from_dict({k: v for k, v in config.items() if k not in ("run_id", "dataset")},
+                                  where=str(run_dir / "config.json"))
+    except (UserError, TypeError) as err:
+        return _skip(run_dir, f"invalid config ({err})")
+
+    if result is not None:
+        state = "done"
+    else:
+        state = rd.state(run_id)
+        if state == "done":  # result.json appeared while we were reading: read it once more
+            result = read_json(run_dir / "result.json")
+            if result is None or not _finite(result.get("test_acc")):
+                return _skip(run_dir, "result.json is being written")
+    status = status or {}
+    result = result or {}
+    prov = result.get("provenance") or {}
+
+    row = {name: getattr(cfg, name) for name in IDENTITY_FIELDS}
+    row.update(
+        run_id=run_id,
+        dataset=str(config.get("dataset") or result.get("dataset") or "unknown"),
+        state=state,
+        epoch=cfg.epochs if state == "done" else _epochs_done(run_dir, status),
+        test_acc=result.get("test_acc"),
+        best_test_acc=result.get("best_test_acc"),
+        best_epoch=result.get("best_epoch"),
+        params=result.get("params"),
+        wall_s=result.get("wall_s"),
+        img_per_s=result.get("img_per_s"),
+        finished=result.get("finished"),
+        device=device_type(cfg.device, prov) if result else None,
+        summary=cfg.summary(),
+        **{name: prov.get(name) for name in PROVENANCE_FIELDS},
+    )
+    return row
+
+
+def _read_if_present(path: Path) -> dict | None | bool:
+    """The parsed JSON object; None when the file is absent; False when it exists but is unreadable."""
+    if not path.exists():
+        return None
+    value = read_json(path)
+    return False if value is None else value
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _epochs_done(run_dir: Path, status: dict) -> int:
+    """Completed epochs of an unfinished run: status.json says so; epochs.csv is the fallback."""
+    epoch = status.get("epoch")
+    if isinstance(epoch, int) and not isinstance(epoch, bool):
+        return epoch
+    curve = load_curve(run_dir, quiet=True)
+    return int(curve["epoch"].max()) if curve is not None and len(curve) else 0
+
+
+def device_type(config_device: str, provenance: dict) -> str:
+    """'gpu' or 'cpu' for compute-hour totals: explicit device first, else judged by the device name."""
+    if config_device in ("cpu", "cuda"):
+        return "gpu" if config_device == "cuda" else "cpu"
+    name = str(provenance.get("device_name") or "")
+    return "gpu" if _GPU_NAME.search(name) else "cpu"
+
+
+def load_curve(run_dir: str | Path, quiet: bool = False) -> pd.DataFrame | None:
+    """epochs.csv as numbers (rows that do not parse, e.g. a half-written last line, are dropped).
+
+    None when the file is missing or unusable; a warning says why unless `quiet`.
+    """
+    path = Path(run_dir) / "epochs.csv"
+    if not path.exists():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as err:
+        if not quiet:
+            warnings.warn(f"ignoring {path}: {err}", SkippedRun, stacklevel=2)
+        return None
+    if not {"epoch", "test_acc"} <= set(frame.columns):
+        if not quiet:
+            warnings.warn(f"ignoring {path}: no epoch/test_acc columns", SkippedRun, stacklevel=2)
+        return None
+    frame = frame.apply(pd.to_numeric, errors="coerce")
+    return frame.dropna(subset=["epoch"]).astype({"epoch": int}).sort_values("epoch").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------- choosing runs (cmx runs, curves)
+def choose_dataset(runs: pd.DataFrame, wanted: str | None) -> str:
+    """The dataset to tabulate: `wanted` if it has runs, else 'cifar10' if present, else the most common."""
+    counts = runs["dataset"].value_counts()
+    if wanted is not None:
+        if wanted not in counts.index:
+            known = ", ".join(f"{name} ({n} runs)" for name, n in counts.items()) or "none"
+            raise UserError(f"no runs for dataset '{wanted}' (datasets present: {known})")
+        return wanted
+    if counts.empty or "cifar10" in counts.index:
+        return "cifar10"
+    most = counts.max()
+    return sorted(name for name, n in counts.items() if n == most)[0]
+
+
+def filter_runs(runs: pd.DataFrame, status: list[str] | None = None, where: list[str] | None = None,
+                dataset: str | None = None) -> pd.DataFrame:
+    """Rows whose state is one of `status`, dataset equals `dataset`, and every `key=value` in `where`.
+
+    Values are parsed by the column's kind (true/false, numbers compared with a relative tolerance so
+    `wd=1e-2` matches 0.01). Unknown keys, states or unparsable values raise UserError.
+    """
+    keep = pd.Series(True, index=runs.index)
+    for word in status or []:
+        if word not in STATES:
+            raise UserError(f"--status must be one of {'|'.join(STATES)}, got '{word}'")
+    if status:
+        keep &= runs["state"].isin(status)
+    if dataset is not None:
+        keep &= runs["dataset"] == dataset
+    for clause in where or []:
+        key, sep, text = clause.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in runs.columns:
+            raise UserError(f"--where expects key=value with key one of {', '.join(COLUMNS)}; got '{clause}'")
+        keep &= _equals(runs[key], key, text.strip())
+    return runs[keep]
+
+
+def _equals(column: pd.Series, key: str, text: str) -> pd.Series:
+    default = getattr(RunConfig(data="-"), key, None)
+    if isinstance(default, bool) or key == "git_dirty":
+        lowered = text.lower()
+        if lowered not in ("true", "false", "1", "0", "yes", "no", "on", "off"):
+            raise UserError(f"--where {key}=... expects true or false, got '{text}'")
+        return column == (lowered in ("true", "1", "yes", "on"))
+    if isinstance(default, (int, float)) or key in ("epoch", "test_acc", "best_test_acc", "best_epoch",
+                                                    "params", "wall_s", "img_per_s"):
+        try:
+            value = float(text)
+        except ValueError:
+            raise UserError(f"--where {key}=... expects a number, got '{text}'") from None
+        numbers = pd.to_numeric(column, errors="coerce").astype(float)
+        return (numbers - value).abs() <= 1e-9 * max(1.0, abs(value))
+    return column.astype(str) == text
+
+
+def resolve_run_ids(runs: pd.DataFrame, wanted: list[str]) -> list[str]:
+    """Full run ids for ids or unique prefixes (as `git` accepts short hashes); UserError otherwise."""
+    out = []
+    for prefix in wanted:
+        hits = [run_id for run_id in runs["run_id"] if run_id.startswith(prefix)]
+        if len(hits) != 1:
+            why = "matches no run" if not hits else f"is ambiguous ({', '.join(hits[:4])})"
+            raise UserError(f"run id '{prefix}' {why}")
+        out.append(hits[0])
+    return out

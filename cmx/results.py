@@ -1,0 +1,236 @@
+"""The results directory: the on-disk truth about every run, written so nothing finished is ever lost.
+
+Layout (DIR = --results, default results/ or $CMX_RESULTS):
+
+    DIR/runs/<run_id>/config.json   every resolved setting + run_id + dataset fingerprint
+    DIR/runs/<run_id>/status.json   running|done|failed|interrupted, host, pid, timestamps, epoch, error
+    DIR/runs/<run_id>/epochs.csv    epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds
+    DIR/runs/<run_id>/checkpoint.pt last completed epoch (or interrupt point); see checkpoint.py
+    DIR/runs/<run_id>/result.json   only on success: final/best accuracy, params, wall time, provenance
+    DIR/runs.csv                    one row per finished run; an index rebuildable from the run dirs
+
+Every file is replaced atomically (write tmp in the same dir, fsync, rename), so a reader or a crash sees
+either the old or the new version, never half of one. runs.csv appends take a file lock so concurrent
+finishers on one machine or a shared filesystem cannot interleave rows.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock
+
+from .errors import UserError
+
+STATUSES = ("running", "done", "failed", "interrupted")
+EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
+INDEX_COLUMNS = (
+    "run_id", "finished", "dataset", "h", "d", "p", "k", "norm", "act", "residual",
+    "scaling", "flip", "randaug", "mixup", "erasing", "clip", "lr", "wd", "epochs", "batch_size", "seed",
+    "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "device", "git_commit",
+)
+
+
+def default_results_dir() -> Path:
+    return Path(os.environ.get("CMX_RESULTS", "results"))
+
+
+# ---------------------------------------------------------------------- atomic file writes
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that `path` is always either the old or the complete new content."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def read_json(path: Path) -> dict | None:
+    """The parsed file, or None when it is missing or unreadable (a half-copied dir must not crash readers)."""
+    try:
+        with open(path) as fh:
+            value = json.load(fh)
+        return value if isinstance(value, dict) else None
+    except (OSError, ValueError):
+        return None
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---------------------------------------------------------------------- the results directory
+class ResultsDir:
+    """Paths and safe writes under one results directory. Creating it checks it is writable."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root is not None else default_results_dir()
+
+    @property
+    def runs(self) -> Path:
+        return self.root / "runs"
+
+    @property
+    def index_csv(self) -> Path:
+        return self.root / "runs.csv"
+
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs / run_id
+
+    def ensure_writable(self) -> None:
+        """Fail early with one line (exit 2) instead of after an hour of training."""
+        try:
+            self.runs.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.runs, prefix=".write-test.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as err:
+            raise UserError(f"results dir {self.root} is not writable: {err.strerror or err}") from None
+
+    # -- per-run files
+    def status(self, run_id: str) -> dict | None:
+        return read_json(self.run_dir(run_id) / "status.json")
+
+    def result(self, run_id: str) -> dict | None:
+        return read_json(self.run_dir(run_id) / "result.json")
+
+    def config(self, run_id: str) -> dict | None:
+        return read_json(self.run_dir(run_id) / "config.json")
+
+    def state(self, run_id: str) -> str:
+        """'done' if result.json exists (the truth), else the status file's word, else 'pending'."""
+        if (self.run_dir(run_id) / "result.json").exists():
+            return "done"
+        status = self.status(run_id)
+        if status and status.get("status") in STATUSES:
+            if status["status"] == "running" and not _pid_alive(status):
+                return "interrupted"  # the process died without saying so (SIGKILL, node loss)
+            return status["status"]
+        return "pending"
+
+    def write_status(self, run_id: str, status: str, **extra: Any) -> dict:
+        assert status in STATUSES, status
+        previous = self.status(run_id) or {}
+        record = {
+            **{k: v for k, v in previous.items() if k in ("started", "epoch", "epochs")},
+            "run_id": run_id,
+            "status": status,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "updated": now_iso(),
+            "error": None,
+            **extra,
+        }
+        record.setdefault("started", now_iso())
+        atomic_write_json(self.run_dir(run_id) / "status.json", record)
+        return record
+
+    # -- the index
+    def append_index_row(self, row: dict[str, Any]) -> None:
+        """Append one finished run to runs.csv under a lock; header written once."""
+        line = _csv_line(row)
+        with FileLock(str(self.index_csv) + ".lock", timeout=120):
+            new = not self.index_csv.exists() or self.index_csv.stat().st_size == 0
+            with open(self.index_csv, "a", newline="") as fh:
+                if new:
+                    fh.write(_csv_line({c: c for c in INDEX_COLUMNS}))
+                fh.write(line)
+                fh.flush()
+                os.fsync(fh.fileno())
+
+    def rebuild_index(self) -> int:
+        """Rewrite runs.csv from the run directories (the truth). Returns the number of rows."""
+        rows = [index_row(result) for _, result in self.finished_results()]
+        rows.sort(key=lambda r: (str(r.get("finished")), r["run_id"]))
+        text = _csv_line({c: c for c in INDEX_COLUMNS}) + "".join(_csv_line(r) for r in rows)
+        self.root.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.index_csv) + ".lock", timeout=120):
+            atomic_write_bytes(self.index_csv, text.encode())
+        return len(rows)
+
+    def run_ids(self) -> list[str]:
+        if not self.runs.is_dir():
+            return []
+        return sorted(p.name for p in self.runs.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def finished_results(self) -> list[tuple[str, dict]]:
+        """(run_id, result.json) for every finished run; unreadable ones are skipped with a warning."""
+        out = []
+        for run_id in self.run_ids():
+            path = self.run_dir(run_id) / "result.json"
+            if not path.exists():
+                continue
+            result = read_json(path)
+            if result is None or "test_acc" not in result or "config" not in result:
+                warnings.warn(f"skipping {path}: unreadable or incomplete result.json")
+                continue
+            out.append((run_id, result))
+        return out
+
+
+def index_row(result: dict) -> dict[str, Any]:
+    """The runs.csv row for one result.json."""
+    cfg = result.get("config", {})
+    prov = result.get("provenance", {})
+    row = {c: cfg.get(c) for c in INDEX_COLUMNS if c in cfg}
+    row.update(
+        run_id=result["run_id"], finished=result.get("finished"), dataset=result.get("dataset"),
+        test_acc=result.get("test_acc"), best_test_acc=result.get("best_test_acc"),
+        best_epoch=result.get("best_epoch"), params=result.get("params"), wall_s=result.get("wall_s"),
+        img_per_s=result.get("img_per_s"), device=prov.get("device_name"), git_commit=prov.get("git_commit"),
+    )
+    return row
+
+
+def _csv_line(row: dict[str, Any]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(["" if row.get(c) is None else row.get(c) for c in INDEX_COLUMNS])
+    return buf.getvalue()
+
+
+def _pid_alive(status: dict) -> bool:
+    """Is the writer of a 'running' status still alive? Only knowable on the same host."""
+    if status.get("host") != socket.gethostname():
+        return True  # another node: trust the file
+    pid = status.get("pid")
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,378 @@
+"""Our runs beside the paper's Tables 7 and 8: match runs to rows, aggregate seeds, render the tables.
+
+Runs are matched to a paper row by configuration, never by file name: a row's configuration is the
+RunConfig defaults plus PaperRow.config_changes(), compared on MATCH_FIELDS. What is *not* compared is
+shown instead of hidden: the epoch budget (a 50-epoch run is tabulated only when no 200-epoch run of
+that row exists, and is then marked), and lr/batch size (runs off the paper's 0.01/64 are used only when
+no paper-recipe run exists, and are marked). Seeds are aggregated with pandas (mean, sample std, n) and,
+with n ≥ 2, the paper's number is checked against the 95% Student-t interval of our mean.
+
+`tabulate()` returns the numbers (plot.py and report.py use them too); `render()` turns them into
+markdown, csv or latex, each table built from one column list.
+"""
+from __future__ import annotations
+
+import io
+import math
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+import pandas as pd
+
+from . import paper
+from .config import RunConfig
+from .errors import UserError
+
+MATCH_FIELDS = ("h", "d", "p", "k", "wd", "norm", "act", "residual",
+                "scaling", "flip", "randaug", "mixup", "erasing", "clip")
+METRICS = {"final": "test_acc", "best": "best_test_acc"}
+FORMATS = ("markdown", "csv", "latex")
+TABLES = ("7", "8", "all")
+ACTIVE = ("running", "interrupted", "failed")  # shown as "<state> e/E" on rows without a finished run
+MARKS = {
+    "*": "trained for a different number of epochs than the paper's 200 (see the epochs column): "
+         "not comparable with 200-epoch rows",
+    "†": "trained with a learning rate / batch size other than the paper's 0.01 / 64",
+    "‡": "more finished runs of this configuration (another epoch budget or lr/batch size) are not "
+         "included in this row; `cmx table --all` lists them under Other runs",
+}
+
+
+# ---------------------------------------------------------------------- matching and aggregation
+def eq4_params(h: int, d: int, p: int, k: int) -> int:
+    """Eq. 4 of the paper: exact parameter count of ConvMixer-h/d with BatchNorm."""
+    return h * (d * (k * k + h + 6) + 3 * p * p + 10 + 3) + 10
+
+
+def match_key(values) -> str:
+    """Canonical text of the MATCH_FIELDS of a run or config (wd to 6 significant digits)."""
+    parts = []
+    for name in MATCH_FIELDS:
+        value = values[name]
+        parts.append(f"{float(value):.6g}" if name == "wd" else str(value))
+    return "|".join(parts)
+
+
+def paper_config(row: paper.PaperRow) -> RunConfig:
+    return RunConfig(data="-").replace(**row.config_changes())
+
+
+def row_name(row) -> str:
+    """Short label of a tabulated row for footnotes and plots."""
+    if row["table"] == "table7":
+        return row["label"]
+    return f"{row['h']}/{row['d']} p{row['p']} k{row['k']} wd {format_wd(row['wd'])}"
+
+
+def t_quantile(n: int) -> float:
+    """Two-sided 95% Student-t quantile for n samples (n - 1 degrees of freedom)."""
+    from scipy import stats  # imported here: scipy is slow to import and only needed with seeds
+
+    return float(stats.t.ppf(0.975, n - 1))
+
+
+def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: int | None = None) -> pd.DataFrame:
+    """One row per paper row, in paper order, with our mean/std/n, CI, Δ and a display status.
+
+    `runs` is collect.load_runs(); only runs of `dataset` count. `epochs` picks the budget for every
+    row; by default each row uses its 200-epoch runs, else its largest finished budget (marked).
+    """
+    if metric not in METRICS:
+        raise UserError(f"--metric must be one of {'|'.join(METRICS)}, got '{metric}'")
+    runs = _with_key(runs[runs["dataset"] == dataset])
+    groups = aggregate(runs, METRICS[metric])
+    out = []
+    for prow in paper.ROWS:
+        key = match_key(paper_config(prow).to_dict())
+        record = {
+            "table": prow.table, "section": prow.section, "label": prow.label,
+            "h": prow.h, "d": prow.d, "p": prow.p, "k": prow.k, "wd": prow.wd,
+            "params_paper_k": prow.params_k, "params_eq4_k": round(eq4_params(prow.h, prow.d, prow.p, prow.k) / 1000),
+            "paper_acc": prow.acc, "mean": math.nan, "std": math.nan, "n": 0, "delta": math.nan,
+            "ci_low": math.nan, "ci_high": math.nan, "reproduced": None, "epochs": None,
+            "lr": None, "batch_size": None, "status": "pending", "marks": "", "n_hidden": 0, "run_ids": (),
+        }
+        mine = groups[groups["key"] == key]
+        if epochs is not None:
+            mine = mine[mine["epochs"] == epochs]
+        if len(mine):
+            record.update(_choose(mine, epochs))
+        else:
+            candidates = runs[(runs["key"] == key) & runs["state"].isin(ACTIVE)]
+            if epochs is not None:
+                candidates = candidates[candidates["epochs"] == epochs]
+            if len(candidates):
+                best = candidates.assign(rank=candidates["state"].map(ACTIVE.index)) \
+                    .sort_values(["rank", "epoch"], ascending=[True, False]).iloc[0]
+                record.update(status=f"{best['state']} {best['epoch']}/{best['epochs']}",
+                              epochs=int(best["epochs"]))
+        out.append(record)
+    tab = pd.DataFrame(out).astype({"epochs": "Int64", "batch_size": "Int64", "params_paper_k": "Int64"})
+    return finish(tab)
+
+
+def _with_key(runs: pd.DataFrame) -> pd.DataFrame:
+    keys = [match_key(r) for r in runs[list(MATCH_FIELDS)].to_dict("records")] if len(runs) else []
+    return runs.assign(key=pd.Series(keys, index=runs.index, dtype=object))
+
+
+def aggregate(runs: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Finished runs grouped by (config key, epochs, lr, batch size): mean, sample std and n of `column`."""
+    done = runs[(runs["state"] == "done")].dropna(subset=[column])
+    if done.empty:
+        return pd.DataFrame(columns=["key", "epochs", "lr", "batch_size", "mean", "std", "n", "run_ids", "summary"])
+    grouped = done.sort_values("seed").groupby(["key", "epochs", "lr", "batch_size"], as_index=False)
+    return grouped.agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
+                       run_ids=("run_id", tuple), summary=("summary", "first"))
+
+
+def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
+    """Pick the budget and recipe for one paper row from its finished groups; say what was left out."""
+    budgets = set(groups["epochs"])
+    budget = epochs if epochs is not None else (
+        paper.PAPER_EPOCHS if paper.PAPER_EPOCHS in budgets else max(budgets))
+    at = groups[groups["epochs"] == budget]
+    is_paper = (at["lr"] - paper.PAPER_LR).abs().le(1e-12) & (at["batch_size"] == paper.PAPER_BATCH_SIZE)
+    chosen = (at[is_paper] if is_paper.any() else
+              at.sort_values(["n", "lr", "batch_size"], ascending=[False, True, True])).iloc[0]
+    n = int(chosen["n"])
+    mean, std = float(chosen["mean"]), float(chosen["std"])
+    marks = ("*" if budget != paper.PAPER_EPOCHS else "") + ("" if is_paper.any() else "†")
+    n_hidden = int(groups["n"].sum()) - n
+    if n_hidden:
+        marks += "‡"
+    record = {"mean": mean, "std": std, "n": n, "epochs": int(budget), "lr": float(chosen["lr"]),
+              "batch_size": int(chosen["batch_size"]), "status": "", "marks": marks, "n_hidden": n_hidden,
+              "run_ids": tuple(chosen["run_ids"])}
+    if n >= 2 and math.isfinite(std):
+        half = t_quantile(n) * std / math.sqrt(n)
+        record.update(ci_low=mean - half, ci_high=mean + half)
+    return record
+
+
+def finish(tab: pd.DataFrame) -> pd.DataFrame:
+    """Add Δ and the ✓/✗ verdict (paper value inside our CI) to a tabulate() frame."""
+    tab = tab.copy()
+    tab["delta"] = tab["mean"] - tab["paper_acc"]
+    inside = (tab["ci_low"] <= tab["paper_acc"]) & (tab["paper_acc"] <= tab["ci_high"])
+    tab["reproduced"] = [bool(ok) if n >= 2 and math.isfinite(lo) else None
+                         for ok, n, lo in zip(inside, tab["n"], tab["ci_low"])]
+    return tab
+
+
+def other_runs(runs: pd.DataFrame, dataset: str, metric: str, tab: pd.DataFrame) -> pd.DataFrame:
+    """Finished run groups not shown in `tab`: configs matching no paper row, or other budgets/recipes."""
+    runs = _with_key(runs[runs["dataset"] == dataset])
+    groups = aggregate(runs, METRICS[metric])
+    used = {run_id for ids in tab["run_ids"] for run_id in ids}
+    paper_keys = {match_key(paper_config(r).to_dict()) for r in paper.ROWS}
+    rows = []
+    for group in groups.to_dict("records"):
+        if set(group["run_ids"]) & used:
+            continue
+        rows.append({**group, "config": re.sub(r" ?seed=\d+$", "", group["summary"]),
+                     "note": "not tabulated (epochs or lr/batch size)" if group["key"] in paper_keys
+                     else "no paper row"})
+    return pd.DataFrame(rows, columns=["config", "mean", "std", "n", "epochs", "lr", "batch_size", "note", "run_ids"])
+
+
+# ---------------------------------------------------------------------- formatting helpers
+def format_wd(wd: float) -> str:
+    """0, 1e-1, 5e-2: the paper's way of printing weight decay."""
+    if wd == 0:
+        return "0"
+    mantissa, exponent = f"{wd:e}".split("e")
+    return f"{float(mantissa):g}e{int(exponent)}"
+
+
+def format_ours(row) -> str:
+    if not row["n"]:
+        return row["status"]
+    text = f"{row['mean']:.2f}"
+    if row["n"] >= 2 and math.isfinite(row["std"]):
+        text += f" ± {row['std']:.2f}"
+    return text + row.get("marks", "")
+
+
+def _num(value, spec: str = ".2f") -> str:
+    return "" if value is None or pd.isna(value) else format(value, spec)
+
+
+def _int(value) -> str:
+    return "" if value is None or pd.isna(value) else str(int(value))
+
+
+def _verdict(row) -> str:
+    return {True: "✓", False: "✗"}.get(row["reproduced"], "—" if row["n"] else "")
+
+
+@dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[dict], str]
+    align: str = "r"  # l | r
+
+
+TABLE7_COLUMNS = (
+    Column("Ablation", lambda r: r["label"], "l"),
+    Column("Paper (%)", lambda r: f"{r['paper_acc']:.2f}"),
+    Column("Ours (%)", format_ours),
+    Column("Δ", lambda r: _num(r["delta"], "+.2f")),
+    Column("Reproduced", _verdict),
+    Column("n", lambda r: str(r["n"])),
+    Column("epochs", lambda r: _int(r["epochs"])),
+)
+TABLE8_COLUMNS = (
+    Column("h", lambda r: str(r["h"])),
+    Column("d", lambda r: str(r["d"])),
+    Column("p", lambda r: str(r["p"])),
+    Column("k", lambda r: str(r["k"])),
+    Column("Params (×10³) paper", lambda r: _int(r["params_paper_k"])),
+    Column("ours", lambda r: str(r["params_eq4_k"])),
+    Column("Weight decay", lambda r: format_wd(r["wd"])),
+) + TABLE7_COLUMNS[1:]
+OTHER_COLUMNS = (
+    Column("Configuration", lambda r: r["config"], "l"),
+    Column("Ours (%)", format_ours),
+    Column("n", lambda r: str(r["n"])),
+    Column("epochs", lambda r: str(r["epochs"])),
+    Column("lr", lambda r: f"{r['lr']:g}"),
+    Column("batch", lambda r: str(r["batch_size"])),
+    Column("Note", lambda r: r["note"], "l"),
+)
+CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k",
+               "paper_acc", "mean", "std", "n", "delta", "ci_low", "ci_high", "reproduced", "epochs",
+               "lr", "batch_size", "status", "marks")
+
+
+# ---------------------------------------------------------------------- rendering
+@dataclass
+class Tables:
+    """Everything `cmx table` prints: the tabulated rows plus what the header needs to say."""
+
+    tab: pd.DataFrame
+    other: pd.DataFrame | None
+    dataset: str
+    metric: str
+    n_runs: int  # runs of this dataset (any state)
+    other_datasets: dict[str, int]
+
+
+def build(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: int | None = None,
+          include_other: bool = False) -> Tables:
+    tab = tabulate(runs, dataset, metric, epochs)
+    counts = runs["dataset"].value_counts()
+    return Tables(
+        tab=tab, other=other_runs(runs, dataset, metric, tab) if include_other else None,
+        dataset=dataset, metric=metric, n_runs=int(counts.get(dataset, 0)),
+        other_datasets={name: int(n) for name, n in counts.items() if name != dataset},
+    )
+
+
+def render(tables: Tables, fmt: str = "markdown", which: str = "all", heading_level: int = 1) -> str:
+    if fmt not in FORMATS:
+        raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got '{fmt}'")
+    if which not in TABLES:
+        raise UserError(f"--table must be one of {'|'.join(TABLES)}, got '{which}'")
+    keep = {"7": ("table7",), "8": ("table8", "text"), "all": ("table7", "table8", "text")}[which]
+    tab = tables.tab[tables.tab["table"].isin(keep)]
+    if fmt == "csv":
+        buf = io.StringIO()
+        tab[list(CSV_COLUMNS)].to_csv(buf, index=False, lineterminator="\n")
+        return buf.getvalue()
+    renderer = _markdown if fmt == "markdown" else _latex
+    return renderer(tables, tab, heading_level)
+
+
+def _blocks(tab: pd.DataFrame):
+    """(title, columns, [(section title, rows)]) for Table 7 then Table 8 (+ the text rows)."""
+    t7 = tab[tab["table"] == "table7"]
+    t8 = tab[tab["table"] != "table7"]
+    if len(t7):
+        yield "Table 7: " + paper.SECTION_TITLES["ablation"], TABLE7_COLUMNS, [(None, t7.to_dict("records"))]
+    if len(t8):
+        sections = [(paper.SECTION_TITLES[s], t8[t8["section"] == s].to_dict("records"))
+                    for s in dict.fromkeys(t8["section"])]
+        yield "Table 8: ConvMixer-h/d with patch size p and kernel size k", TABLE8_COLUMNS, sections
+
+
+def _footnotes(rows: list[dict]) -> list[str]:
+    notes = []
+    for mark, text in MARKS.items():
+        hit = [r for r in rows if mark in r["marks"]]
+        if not hit:
+            continue
+        if mark == "†":
+            text += ": " + "; ".join(f"{row_name(r)} (lr {r['lr']:g}, batch {_int(r['batch_size'])})" for r in hit)
+        notes.append(f"{mark} {text}.")
+    return notes
+
+
+def _header_lines(tables: Tables) -> list[str]:
+    metric = "final" if tables.metric == "final" else "best (over epochs)"
+    lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs). "
+             f"Ours: {metric} test accuracy, mean ± sample std over n seeds; Δ = ours − paper; "
+             f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2)."]
+    if tables.other_datasets:
+        others = ", ".join(f"`{name}` ({n} runs)" for name, n in sorted(tables.other_datasets.items()))
+        lines.append(f"Other datasets present, not shown: {others}; choose one with `--dataset`.")
+    return lines
+
+
+def _markdown(tables: Tables, tab: pd.DataFrame, level: int) -> str:
+    h = "#" * level
+    out = [f"{h} ConvMixer on CIFAR-10: paper (Appendix C) vs. ours", ""] + _header_lines(tables) + [""]
+    for title, columns, sections in _blocks(tab):
+        out += [f"{h}# {title}", ""]
+        for section, rows in sections:
+            if section and len(sections) > 1:
+                out += [f"{h}## {section}", ""]
+            out += _md_table(columns, rows) + [""]
+        for note in _footnotes([r for _, rows in sections for r in rows]):
+            out += ["\\" + note if note.startswith("*") else note, ""]  # a leading '*' starts a list
+    if tables.other is not None:
+        out += [f"{h}# Other runs", ""]
+        out += (_md_table(OTHER_COLUMNS, tables.other.to_dict("records")) if len(tables.other)
+                else ["None: every finished run is in the tables above."]) + [""]
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _md_table(columns, rows: list[dict]) -> list[str]:
+    cells = [[c.header for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+
+    def line(values):
+        return "| " + " | ".join(v.ljust(w) if c.align == "l" else v.rjust(w)
+                                 for v, w, c in zip(values, widths, columns)) + " |"
+
+    rule = "|" + "|".join(":" + "-" * (w + 1) if c.align == "l" else "-" * (w + 1) + ":"
+                          for w, c in zip(widths, columns)) + "|"
+    return [line(cells[0]), rule] + [line(r) for r in cells[1:]]
+
+
+_LATEX = {"%": r"\%", "&": r"\&", "_": r"\_", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "✓": r"\checkmark",
+          "✗": r"$\times$", "→": r"$\rightarrow$", "×10³": r"$\times 10^3$", "−": "$-$", "—": "--",
+          "*": r"$^*$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "`": ""}
+
+
+def _tex(text: str) -> str:
+    return re.sub("|".join(re.escape(k) for k in sorted(_LATEX, key=len, reverse=True)),
+                  lambda m: _LATEX[m.group(0)], str(text))
+
+
+def _latex(tables: Tables, tab: pd.DataFrame, level: int) -> str:
+    out = [f"% {_tex(line)}" for line in _header_lines(tables)]
+    for title, columns, sections in _blocks(tab):
+        spec = "".join(c.align for c in columns)
+        out += [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(title)}}}", rf"\begin{{tabular}}{{{spec}}}",
+                r"\toprule", " & ".join(_tex(c.header) for c in columns) + r" \\", r"\midrule"]
+        for section, rows in sections:
+            if section and len(sections) > 1:
+                out.append(rf"\multicolumn{{{len(columns)}}}{{l}}{{\textit{{{_tex(section)}}}}} \\")
+            out += [" & ".join(_tex(c.cell(r)) for c in columns) + r" \\" for r in rows]
+        out += [r"\bottomrule", r"\end{tabular}"]
+        notes = _footnotes([r for _, rows in sections for r in rows])
+        out += [r"\par\footnotesize " + _tex(note) for note in notes]
+        out += [r"\end{table}", ""]
+    return "\n".join(out)
