@@ -20,7 +20,7 @@ from .errors import UserError
 from .results import STATUSES, ResultsDir, read_json
 
 STATES = ("pending",) + STATUSES  # pending | running | done | failed | interrupted
-PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")
+PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")  # as provenance.py writes
 COLUMNS = (
     ("run_id", "dataset", "state") + IDENTITY_FIELDS
     + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
@@ -35,49 +35,55 @@ class SkippedRun(UserWarning):
     """A run directory that could not be read; the message names it and says why."""
 
 
-def _skip(run_dir: Path, why: str) -> None:
-    warnings.warn(f"skipping {run_dir}: {why}", SkippedRun, stacklevel=3)
-
-
 def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     """Every readable run under `root`/runs as a DataFrame with the columns in COLUMNS (may be empty).
 
-    Raises UserError when `root` does not exist (most likely a typo in --results).
+    Unreadable run dirs are skipped with a SkippedRun warning each and listed in
+    `frame.attrs["skipped"]` as "path: why". Raises UserError when `root` does not exist (most likely a
+    typo in --results).
     """
     rd = ResultsDir(root)
     if not rd.root.is_dir():
         raise UserError(f"results dir {rd.root} does not exist")
-    rows = [row for run_id in rd.run_ids() if (row := _load_one(rd, run_id)) is not None]
+    rows, skipped = [], []
+    for run_id in rd.run_ids():
+        row = _load_one(rd, run_id)
+        if isinstance(row, str):
+            skipped.append(f"{rd.run_dir(run_id)}: {row}")
+            warnings.warn(f"skipping {skipped[-1]}", SkippedRun, stacklevel=2)
+        else:
+            rows.append(row)
     frame = pd.DataFrame(rows, columns=list(COLUMNS))
     for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
+    frame.attrs["skipped"] = skipped
     return frame
 
 
-def _load_one(rd: ResultsDir, run_id: str) -> dict | None:
-    """One run dir as a flat dict, or None (with a SkippedRun warning) when it cannot be trusted."""
+def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
+    """One run dir as a flat dict, or the reason (a str) why it cannot be trusted."""
     run_dir = rd.run_dir(run_id)
     result = _read_if_present(run_dir / "result.json")
     if result is False or (result is not None and not _finite(result.get("test_acc"))):
-        return _skip(run_dir, "result.json is unreadable or has no test_acc")
+        return "result.json is unreadable or has no test_acc"
     status = _read_if_present(run_dir / "status.json")
     if status is False and result is None:
-        return _skip(run_dir, "status.json is unreadable")
+        return "status.json is unreadable"
     config = _read_if_present(run_dir / "config.json")
     if config is False:
-        return _skip(run_dir, "config.json is unreadable")
+        return "config.json is unreadable"
     if config is None:  # e.g. copied without it: result.json carries the config too
         config = dict((result or {}).get("config") or {})
         if not config:
-            return _skip(run_dir, "no config.json")
+            return "no config.json"
     missing = [name for name in IDENTITY_FIELDS if name not in config]
     if missing:
-        return _skip(run_dir, f"config.json lacks {', '.join(missing)}")
+        return f"config.json lacks {', '.join(missing)}"
     try:
         cfg = RunConfig.from_dict({k: v for k, v in config.items() if k not in ("run_id", "dataset")},
                                   where=str(run_dir / "config.json"))
     except (UserError, TypeError) as err:
-        return _skip(run_dir, f"invalid config ({err})")
+        return f"invalid config ({err})"
 
     if result is not None:
         state = "done"
@@ -86,7 +92,7 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | None:
         if state == "done":  # result.json appeared while we were reading: read it once more
             result = read_json(run_dir / "result.json")
             if result is None or not _finite(result.get("test_acc")):
-                return _skip(run_dir, "result.json is being written")
+                return "result.json is being written"
     status = status or {}
     result = result or {}
     prov = result.get("provenance") or {}
@@ -133,9 +139,11 @@ def _epochs_done(run_dir: Path, status: dict) -> int:
 
 
 def device_type(config_device: str, provenance: dict) -> str:
-    """'gpu' or 'cpu' for compute-hour totals: explicit device first, else judged by the device name."""
-    if config_device in ("cpu", "cuda"):
-        return "gpu" if config_device == "cuda" else "cpu"
+    """'gpu' or 'cpu' for compute-hour totals: provenance's device type (cuda/cpu/mps), else the
+    config's explicit device, else judged by the device name (older results; the config may say auto)."""
+    kind = provenance.get("device") or (config_device if config_device in ("cpu", "cuda") else None)
+    if kind:
+        return "cpu" if kind == "cpu" else "gpu"
     name = str(provenance.get("device_name") or "")
     return "gpu" if _GPU_NAME.search(name) else "cpu"
 

@@ -10,6 +10,7 @@ and renamed into place, so an interrupted download never leaves a half dataset b
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import pickle
@@ -134,6 +135,7 @@ def download_cifar10(root: Path, url: str = URL, md5: str = ARCHIVE_MD5, timeout
     """Fetch, verify and unpack the official archive into root/cifar-10-batches-py, atomically."""
     from torchvision.datasets.utils import check_md5, extract_archive
 
+    created = [d for d in (root, *root.parents) if not d.exists()]
     try:
         root.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -144,6 +146,11 @@ def download_cifar10(root: Path, url: str = URL, md5: str = ARCHIVE_MD5, timeout
         try:
             _fetch_resumable(url, part, timeout)
         except (urllib.error.URLError, OSError, TimeoutError) as err:
+            if part.exists() and part.stat().st_size == 0:
+                part.unlink()  # keep a partial download (it resumes), never an empty one
+            for d in created:  # leave no empty folders behind
+                with contextlib.suppress(OSError):
+                    d.rmdir()
             reason = getattr(err, "reason", None) or getattr(err, "strerror", None) or err
             raise UserError(f"cannot download CIFAR-10 from {url} ({reason}); pass --data DIR "
                             f"pointing to a folder with {FOLDER}/") from None

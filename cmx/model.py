@@ -65,18 +65,19 @@ def mixer_block(h: int, k: int, act: str, norm: str, residual: str) -> nn.Sequen
     return nn.Sequential(depthwise, pointwise)
 
 
-class ConvMixer(nn.Sequential):
+class ConvMixer(nn.Module):
     """ConvMixer-h/d with patch size p and depthwise kernel k. (B, 3, H, W) → (B, n_classes) logits."""
 
     def __init__(self, h: int = 256, d: int = 8, p: int = 1, k: int = 9, n_classes: int = 10,
                  norm: str = "batch", act: str = "gelu", residual: str = "eq2"):
-        super().__init__(
-            conv_act_norm(nn.Conv2d(3, h, p, stride=p), act, norm),  # patch embedding, Eq. 1
-            *[mixer_block(h, k, act, norm, residual) for _ in range(d)],
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-            nn.Linear(h, n_classes),
-        )
+        super().__init__()
+        self.embed = conv_act_norm(nn.Conv2d(3, h, p, stride=p), act, norm)  # Eq. 1
+        self.blocks = nn.Sequential(*[mixer_block(h, k, act, norm, residual) for _ in range(d)])
+        self.head = nn.Linear(h, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.blocks(self.embed(x))  # (B, h, H/p, W/p), isotropic: the resolution never changes
+        return self.head(z.mean((2, 3)))  # global average pool → (B, h) → (B, n_classes)
 
 
 def build_model(config) -> ConvMixer:

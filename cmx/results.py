@@ -6,6 +6,7 @@ Layout (DIR = --results, default results/ or $CMX_RESULTS):
     DIR/runs/<run_id>/status.json   running|done|failed|interrupted, host, pid, timestamps, epoch, error
     DIR/runs/<run_id>/epochs.csv    epoch, lr, train_loss, train_acc, test_loss, test_acc, seconds
     DIR/runs/<run_id>/checkpoint.pt last completed epoch (or interrupt point); see checkpoint.py
+    DIR/runs/<run_id>/model.pt      only on success: the final weights (state_dict)
     DIR/runs/<run_id>/result.json   only on success: final/best accuracy, params, wall time, provenance
     DIR/runs.csv                    one row per finished run; an index rebuildable from the run dirs
 

@@ -108,6 +108,8 @@ def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: in
                 record.update(status=f"{best['state']} {best['epoch']}/{best['epochs']}",
                               epochs=int(best["epochs"]))
         out.append(record)
+    order = {"table7": 0, "table8": 1, "text": 2}  # Table 7 first, as printed; paper order within
+    out.sort(key=lambda r: order[r["table"]])
     tab = pd.DataFrame(out).astype({"epochs": "Int64", "batch_size": "Int64", "params_paper_k": "Int64"})
     return finish(tab)
 
@@ -256,6 +258,7 @@ class Tables:
     dataset: str
     metric: str
     n_runs: int  # runs of this dataset (any state)
+    n_done: int
     other_datasets: dict[str, int]
 
 
@@ -266,15 +269,21 @@ def build(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: int |
     return Tables(
         tab=tab, other=other_runs(runs, dataset, metric, tab) if include_other else None,
         dataset=dataset, metric=metric, n_runs=int(counts.get(dataset, 0)),
+        n_done=int(((runs["dataset"] == dataset) & (runs["state"] == "done")).sum()),
         other_datasets={name: int(n) for name, n in counts.items() if name != dataset},
     )
 
 
-def render(tables: Tables, fmt: str = "markdown", which: str = "all", heading_level: int = 1) -> str:
+def check_choices(fmt: str, which: str) -> None:
     if fmt not in FORMATS:
         raise UserError(f"--format must be one of {'|'.join(FORMATS)}, got '{fmt}'")
     if which not in TABLES:
         raise UserError(f"--table must be one of {'|'.join(TABLES)}, got '{which}'")
+
+
+def render(tables: Tables, fmt: str = "markdown", which: str = "all", heading_level: int = 1) -> str:
+    """The tables as text: markdown (default), csv (one tidy row per paper row) or latex (booktabs)."""
+    check_choices(fmt, which)
     keep = {"7": ("table7",), "8": ("table8", "text"), "all": ("table7", "table8", "text")}[which]
     tab = tables.tab[tables.tab["table"].isin(keep)]
     if fmt == "csv":
@@ -311,9 +320,12 @@ def _footnotes(rows: list[dict]) -> list[str]:
 
 def _header_lines(tables: Tables) -> list[str]:
     metric = "final" if tables.metric == "final" else "best (over epochs)"
-    lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs). "
+    lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs, {tables.n_done} finished). "
              f"Ours: {metric} test accuracy, mean ± sample std over n seeds; Δ = ours − paper; "
              f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2)."]
+    if tables.dataset != "cifar10":
+        lines.append(f"Note: `{tables.dataset}` is not the official CIFAR-10 training set (a subset or a "
+                     "different copy), so these numbers are not directly comparable with the paper's.")
     if tables.other_datasets:
         others = ", ".join(f"`{name}` ({n} runs)" for name, n in sorted(tables.other_datasets.items()))
         lines.append(f"Other datasets present, not shown: {others}; choose one with `--dataset`.")
@@ -328,17 +340,17 @@ def _markdown(tables: Tables, tab: pd.DataFrame, level: int) -> str:
         for section, rows in sections:
             if section and len(sections) > 1:
                 out += [f"{h}## {section}", ""]
-            out += _md_table(columns, rows) + [""]
+            out += md_table(columns, rows) + [""]
         for note in _footnotes([r for _, rows in sections for r in rows]):
             out += ["\\" + note if note.startswith("*") else note, ""]  # a leading '*' starts a list
     if tables.other is not None:
         out += [f"{h}# Other runs", ""]
-        out += (_md_table(OTHER_COLUMNS, tables.other.to_dict("records")) if len(tables.other)
+        out += (md_table(OTHER_COLUMNS, tables.other.to_dict("records")) if len(tables.other)
                 else ["None: every finished run is in the tables above."]) + [""]
     return "\n".join(out).rstrip("\n") + "\n"
 
 
-def _md_table(columns, rows: list[dict]) -> list[str]:
+def md_table(columns, rows: list[dict]) -> list[str]:
     cells = [[c.header for c in columns]] + [[c.cell(r) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
 
@@ -352,7 +364,7 @@ def _md_table(columns, rows: list[dict]) -> list[str]:
 
 
 _LATEX = {"%": r"\%", "&": r"\&", "_": r"\_", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "✓": r"\checkmark",
-          "✗": r"$\times$", "→": r"$\rightarrow$", "×10³": r"$\times 10^3$", "−": "$-$", "—": "--",
+          "✗": r"$\times$", "→": r"$\rightarrow$", "×10³": r"$\times 10^3$", "−": "$-$", "≥": r"$\geq$", "—": "--",
           "*": r"$^*$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "`": ""}
 
 

@@ -10,6 +10,7 @@ device per step: loss/accuracy sums and a divergence marker accumulate on the de
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import signal
 import threading
@@ -274,6 +275,9 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
         "img_per_s": round(train_images / train_time, 1) if train_time > 0 else None,
         "finished": now_iso(), "provenance": provenance(device),
     }
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    atomic_write_bytes(store.run_dir(run_id) / "model.pt", buffer.getvalue())  # final weights
     atomic_write_json(store.run_dir(run_id) / "result.json", result)  # from here on, the run is done
     store.append_index_row(index_row(result))
     store.write_status(run_id, "done", epoch=config.epochs, epochs=config.epochs)

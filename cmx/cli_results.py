@@ -1,0 +1,176 @@
+"""The read-side commands `cmx table`, `cmx plot`, `cmx report` and `cmx runs`.
+
+Thin wrappers over collect/table/plot/report so everything here is importable and testable without the
+CLI. `register(app)` adds them to the main Typer app. Bad input raises UserError (the main entry point
+prints it as one line, exit 2); run directories that cannot be read become `warning: ...` lines on stderr.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Annotated, Optional
+
+import pandas as pd
+import typer
+
+from . import collect, plot, report, table
+from .errors import UserError
+
+ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="results directory (default: $CMX_RESULTS or results/)")]
+DatasetOpt = Annotated[Optional[str], typer.Option(
+    help="dataset fingerprint to tabulate, e.g. cifar10 (the official set) or cifar10-<hash> (a subset) (default: cifar10 if present, else the one with most runs)")]
+MetricOpt = Annotated[str, typer.Option(help="final: accuracy after the last epoch; best: best test accuracy over epochs")]
+EpochsOpt = Annotated[Optional[int], typer.Option(
+    help="tabulate runs with this epoch budget (default: per row, 200-epoch runs, else the largest budget present, marked)")]
+
+
+@contextlib.contextmanager
+def warnings_to_stderr():
+    """Show library warnings (skipped run dirs) as plain `warning: ...` lines on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                typer.echo(f"warning: {w.message}", err=True)
+
+
+def load_tables(results: Path | None, dataset: str | None, metric: str, epochs: int | None,
+                include_other: bool = False) -> tuple[pd.DataFrame, table.Tables]:
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be ≥ 1, got {epochs}")
+    if metric not in table.METRICS:
+        raise UserError(f"--metric must be one of {'|'.join(table.METRICS)}, got '{metric}'")
+    runs = collect.load_runs(results)
+    chosen = collect.choose_dataset(runs, dataset)
+    return runs, table.build(runs, chosen, metric, epochs, include_other)
+
+
+# ---------------------------------------------------------------------- commands
+def table_cmd(
+    results: ResultsOpt = None,
+    which: Annotated[str, typer.Option("--table", help="which paper table: 7, 8 or all (8 includes the two rows from the text)")] = "all",
+    fmt: Annotated[str, typer.Option("--format", help="markdown, csv or latex")] = "markdown",
+    metric: MetricOpt = "final",
+    epochs: EpochsOpt = None,
+    dataset: DatasetOpt = None,
+    show_all: Annotated[bool, typer.Option("--all", help="also list finished runs not in the tables (no paper row, other budget or lr/batch size)")] = False,
+) -> None:
+    """Print Tables 7 and 8 of the paper beside our runs (mean ± std over seeds)."""
+    table.check_choices(fmt, which)  # fail before reading any run
+    with warnings_to_stderr():
+        _, tables = load_tables(results, dataset, metric, epochs, include_other=show_all)
+    typer.echo(table.render(tables, fmt, which), nl=False)
+
+
+def plot_cmd(
+    mode: Annotated[str, typer.Argument(help="summary (default): the summary plots; curves: test accuracy per epoch of RUN_IDS")] = "summary",
+    run_ids: Annotated[Optional[list[str]], typer.Argument(help="run ids or unique prefixes (for curves)", show_default=False)] = None,
+    results: ResultsOpt = None,
+    dataset: DatasetOpt = None,
+    metric: MetricOpt = "final",
+    epochs: EpochsOpt = None,
+    out: Annotated[Optional[Path], typer.Option(help="output PNG for curves (default: <results>/plots/curves-<ids>.png)")] = None,
+) -> None:
+    """Write PNG plots into <results>/plots/: `cmx plot` (summary) or `cmx plot curves RUN_ID...`."""
+    if mode not in ("summary", "curves"):
+        raise UserError(f"unknown plot '{mode}': use `cmx plot` (summary) or `cmx plot curves RUN_ID...`")
+    if mode == "curves" and not run_ids:
+        raise UserError("cmx plot curves needs at least one run id (see `cmx runs`)")
+    if mode == "summary" and (run_ids or out):
+        raise UserError("run ids and --out are only for `cmx plot curves RUN_ID...`")
+    with warnings_to_stderr():
+        if mode == "curves":
+            runs = collect.load_runs(results)
+            ids = collect.resolve_run_ids(runs, run_ids)
+            path = out or plot.plots_dir(results) / plot.curves_filename(ids)
+            paths = [plot.curves_plot(runs, results, ids, path)]
+        else:
+            _, tables = load_tables(results, dataset, metric, epochs)
+            paths = plot.summary_plots(tables, plot.plots_dir(results))
+    for path in paths:
+        typer.echo(f"wrote {path}")
+
+
+def report_cmd(
+    results: ResultsOpt = None,
+    dataset: DatasetOpt = None,
+    metric: MetricOpt = "final",
+    epochs: EpochsOpt = None,
+) -> None:
+    """Write <results>/REPORT.md: tables, plots, run counts, compute hours and provenance."""
+    with warnings_to_stderr():
+        runs, tables = load_tables(results, dataset, metric, epochs)
+        path = report.write_report(results, runs, tables)
+    typer.echo(f"wrote {path}")
+
+
+def runs_cmd(
+    results: ResultsOpt = None,
+    status: Annotated[Optional[list[str]], typer.Option(help="only runs in this state (pending, running, done, failed, interrupted); repeatable")] = None,
+    where: Annotated[Optional[list[str]], typer.Option(help="only runs with key=value, e.g. k=9 or mixup=false; repeatable (all must hold)")] = None,
+    dataset: Annotated[Optional[str], typer.Option(help="only runs of this dataset fingerprint")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+) -> None:
+    """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time."""
+    if fmt not in ("table", "csv", "json"):
+        raise UserError(f"--format must be one of table|csv|json, got '{fmt}'")
+    with warnings_to_stderr():
+        runs = collect.load_runs(results)
+    runs = collect.filter_runs(runs, status, where, dataset)
+    runs = runs.sort_values(["dataset", "h", "d", "p", "k", "summary", "seed"])
+    if fmt == "csv":
+        typer.echo(runs[list(collect.COLUMNS)].to_csv(index=False, lineterminator="\n"), nl=False)
+    elif fmt == "json":
+        records = json.loads(runs[list(collect.COLUMNS)].to_json(orient="records"))
+        typer.echo(json.dumps(records, indent=2))
+    else:
+        _rich_runs(runs)
+
+
+def _rich_runs(runs: pd.DataFrame) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    grid = Table(title=f"{len(runs)} runs", title_justify="left")
+    for name, kw in (("run id", {"no_wrap": True}), ("config", {}), ("dataset", {}), ("status", {"no_wrap": True}),
+                     ("epochs", {"justify": "right", "no_wrap": True}), ("final %", {"justify": "right"}),
+                     ("best %", {"justify": "right"}), ("wall", {"justify": "right", "no_wrap": True})):
+        grid.add_column(name, **kw)
+    colors = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "dim"}
+    for r in runs.to_dict("records"):
+        grid.add_row(r["run_id"], r["summary"], r["dataset"], f"[{colors[r['state']]}]{r['state']}[/]",
+                     f"{r['epoch']}/{r['epochs']}", _pct(r["test_acc"]), _pct(r["best_test_acc"]),
+                     format_seconds(r["wall_s"]))
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 160))
+    console.print(grid)
+
+
+def _pct(value) -> str:
+    return "" if value is None or pd.isna(value) else f"{value:.2f}"
+
+
+def format_seconds(seconds) -> str:
+    """3725 -> '1h 02m'; 750 -> '12m 30s'; missing -> ''."""
+    if seconds is None or pd.isna(seconds) or not math.isfinite(seconds):
+        return ""
+    seconds = int(round(seconds))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m {seconds % 60:02d}s"
+    return f"{seconds}s"
+
+
+def register(app: typer.Typer) -> None:
+    """Add `table`, `plot`, `report` and `runs` to the main cmx app."""
+    app.command("table")(table_cmd)
+    app.command("plot")(plot_cmd)
+    app.command("report")(report_cmd)
+    app.command("runs")(runs_cmd)

@@ -1,0 +1,213 @@
+"""The local executor: a slot scheduler that runs each planned run as its own `cmx train` subprocess.
+
+Why one subprocess per run: a crash, an out-of-memory error or a divergence ends that run only, never the
+sweep; each run sees exactly the GPU its slot owns (CUDA_VISIBLE_DEVICES), writes its own log
+(DIR/runs/<id>/train.log) and resumes by itself (`cmx train` continues from the run's checkpoint).
+
+Signals: children start in their own session, so a terminal's Ctrl-C reaches only the sweep, which
+forwards it exactly once (a second SIGINT makes `cmx train` exit at once, without saving). Each child then
+saves a checkpoint and exits 130; the sweep waits for them and exits 130, leaving every run resumable. If
+the sweep itself is killed (SIGKILL), the kernel sends each child SIGTERM (PR_SET_PDEATHSIG) and they
+checkpoint the same way instead of training on as orphans.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .results import ResultsDir, now_iso
+from .sweep import Outcome, PlannedRun, SweepSummary, failure_reason, write_run_config
+
+POLL_S = 0.2  # how often finished children are noticed
+INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
+EXIT_MEANING = {2: "user error", 3: "diverged"}
+
+try:  # Linux: ask the kernel to SIGTERM a child when the sweep dies (resolved before any fork)
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # pragma: no cover - not Linux
+    _PRCTL = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child between fork and exec: no Python-level locks
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+@dataclass
+class Slot:
+    index: int
+    gpu: str | None  # CUDA_VISIBLE_DEVICES value, or None on CPU
+    run: PlannedRun | None = None
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+
+
+def make_slots(gpus: list[str] | None, per_gpu: int = 1, workers: int = 1) -> list[Slot]:
+    """`per_gpu` slots per listed GPU, else `workers` CPU slots."""
+    if gpus:
+        return [Slot(i, gpu) for i, gpu in enumerate(g for g in gpus for _ in range(per_gpu))]
+    return [Slot(i, None) for i in range(workers)]
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+class LocalExecutor:
+    """Runs planned runs on this machine, `len(slots)` at a time. `submit(runs) -> SweepSummary`."""
+
+    def __init__(self, results: ResultsDir, slots: list[Slot], python: str = sys.executable,
+                 live: bool | None = None, console: Console | None = None):
+        self.results = results
+        self.slots = slots
+        self.python = python
+        self.console = console or Console(stderr=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.signal: int | None = None
+
+    # ------------------------------------------------------------------ one child
+    def child_env(self, slot: Slot) -> dict[str, str]:
+        """The environment of a run: its GPU, and a fair share of the CPU threads when slots share cores."""
+        env = dict(os.environ)
+        if slot.gpu is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.gpu
+        if len(self.slots) > 1 and "OMP_NUM_THREADS" not in os.environ:
+            threads = str(max(1, available_cpus() // len(self.slots)))
+            env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)  # torch reads these at start
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def start(self, slot: Slot, run: PlannedRun) -> None:
+        config_file = write_run_config(self.results, run)
+        log_path = self.results.run_dir(run.run_id) / "train.log"
+        cmd = [self.python, "-m", "cmx", "train", "--config", str(config_file),
+               "--results", str(self.results.root), "--quiet"]
+        with open(log_path, "a") as log:
+            gpu = f", CUDA_VISIBLE_DEVICES={slot.gpu}" if slot.gpu is not None else ""
+            log.write(f"=== cmx sweep {now_iso()}: slot {slot.index}{gpu}: {' '.join(cmd)}\n")
+            log.flush()
+            slot.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         env=self.child_env(slot), start_new_session=True,
+                                         preexec_fn=_die_with_parent)
+        slot.run, slot.started = run, time.monotonic()
+        self.say(f"[start] slot {slot.index}{gpu}: {run.title} ({run.run_id})")
+
+    def finish(self, slot: Slot, code: int) -> Outcome:
+        run, log_path = slot.run, self.results.run_dir(slot.run.run_id) / "train.log"
+        state = self.results.state(run.run_id)
+        if code == 0 and state == "done":
+            outcome = Outcome(run, "done", trained=True)
+        elif code in INTERRUPTED_CODES or (self.signal is not None and code < 0):
+            outcome = Outcome(run, "interrupted", f"stopped by {signal.Signals(abs(code) % 128 or 2).name}; "
+                                                  f"resumes from its checkpoint next time", trained=True)
+        else:
+            meaning = EXIT_MEANING.get(code, f"signal {-code}" if code < 0 else "crashed")
+            reason = failure_reason(self.results, run.run_id, log_path, pid=slot.proc.pid)
+            outcome = Outcome(run, "failed", f"exit {code} ({meaning}): {reason}", trained=True)
+        run.state = self.results.state(run.run_id)
+        took = time.monotonic() - slot.started
+        self.say(f"[{outcome.status}] slot {slot.index}: {run.title} ({run.run_id}) after {took:.0f}s"
+                 + (f": {outcome.reason}" if outcome.status == "failed" else ""))
+        slot.run, slot.proc = None, None
+        return outcome
+
+    # ------------------------------------------------------------------ the loop
+    def submit(self, runs: list[PlannedRun]) -> SweepSummary:
+        queue, outcomes = list(runs), []
+        self.total = len(runs)
+        self.t0 = time.monotonic()
+        if not runs:
+            return SweepSummary(outcomes)
+        self.results.ensure_writable()
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        live = Live(self.render(outcomes, queue), console=self.console, refresh_per_second=2,
+                    transient=True) if self.live else None
+        try:
+            if live:
+                live.start()
+            while queue or any(s.proc for s in self.slots):
+                for slot in self.slots:
+                    if slot.proc is not None and (code := slot.proc.poll()) is not None:
+                        outcomes.append(self.finish(slot, code))
+                    if slot.proc is None and queue and self.signal is None:
+                        self.start(slot, queue.pop(0))
+                if live:
+                    live.update(self.render(outcomes, queue))
+                time.sleep(POLL_S)
+        finally:
+            if live:
+                live.stop()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        for run in queue:  # never started because the user stopped the sweep
+            outcomes.append(Outcome(run, "skipped", "not started: the sweep was stopped"))
+        return SweepSummary(outcomes, signal=self.signal)
+
+    def _on_signal(self, signum, frame) -> None:
+        """First signal: stop launching and forward it once; another: forward again (children exit at once)."""
+        if self.signal is None:
+            self.signal = signum
+            self.say(f"[stop] {signal.Signals(signum).name}: asking running trainings to save a checkpoint "
+                     f"and stop; press Ctrl-C again to stop them at once")
+            self._forward(signum)
+        else:
+            self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        for slot in self.slots:
+            if slot.proc is not None and slot.proc.poll() is None:
+                try:
+                    slot.proc.send_signal(signum)
+                except ProcessLookupError:
+                    pass
+
+    # ------------------------------------------------------------------ display
+    def say(self, text: str) -> None:
+        """Event lines: above the live table on a terminal, plain lines otherwise."""
+        if self.live:
+            self.console.print(text, highlight=False, markup=False)
+        else:
+            print(text, file=self.console.file, flush=True)
+
+    def render(self, outcomes: list[Outcome], queue: list[PlannedRun]) -> Group:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for col in ("slot", "device", "run", "run_id", "epoch", "elapsed"):
+            table.add_column(col)
+        for slot in self.slots:
+            if slot.run is None:
+                table.add_row(str(slot.index), slot.gpu or "cpu", "[idle]", "", "", "")
+                continue
+            status = self.results.status(slot.run.run_id) or {}
+            epoch = f"{status.get('epoch', 0)}/{status.get('epochs', slot.run.config.epochs)}"
+            elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - slot.started))
+            table.add_row(str(slot.index), f"gpu {slot.gpu}" if slot.gpu else "cpu", slot.run.title,
+                          slot.run.run_id, epoch, elapsed)
+        n = {s: sum(o.status == s for o in outcomes) for s in ("done", "failed", "interrupted")}
+        running = sum(s.run is not None for s in self.slots)
+        elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - self.t0))
+        line = Text(f"{n['done'] + n['failed'] + n['interrupted']}/{self.total} finished: {n['done']} done, "
+                    f"{n['failed']} failed, {running} running, {len(queue)} queued — {elapsed}")
+        return Group(table, line)
+
+
+def describe(slots: list[Slot]) -> str:
+    gpus = sorted({s.gpu for s in slots if s.gpu is not None})
+    if gpus:
+        return f"{len(slots)} slot(s) on GPU(s) {','.join(gpus)}"
+    return f"{len(slots)} CPU worker(s)"
+

@@ -1,0 +1,372 @@
+"""RandAugment `rand-m9-mstd0.5-inc1` exactly as timm builds it, on whole uint8 batches (B, 3, H, W).
+
+Laid out like timm's `data/auto_augment.py` so each op can be audited against it: op functions
+(`NAME_TO_OP`), level → argument functions (`LEVEL_TO_ARG`) and the 15 "increasing" ops
+(`RAND_INCREASING_OPS`). `benchmarks/check_randaugment_vs_timm.py` compares every op with timm's PIL op on
+CIFAR images.
+
+Per image and per layer (timm's RandAugment + AugmentOp): an op drawn uniformly with replacement, applied
+with prob 0.5, magnitude gauss(9, 0.5) clipped to [0, 10], a random sign for signed ops, bilinear or bicubic
+at random ("random" interpolation), fill = CIFAR mean. Pixels follow Pillow, not torchvision:
+- ImageEnhance blends (Color, Contrast, Brightness, Sharpness) compute in float32 and truncate;
+  L = (19595 R + 38470 G + 7471 B + 2^15) >> 16; Contrast blends towards the rounded mean of L;
+  Sharpness blends towards the SMOOTH filter (kernel 1 1 1 / 1 5 1 / 1 1 1, /13, rounded), border unchanged.
+- AutoContrast and Equalize build Pillow's per-channel lookup tables.
+- Geometric ops are Image.transform(AFFINE): source point = A·(x+½, y+½, 1); a source point outside the
+  image gets the fill colour, otherwise edge-clamped neighbours are interpolated (bilinear, or Pillow's
+  a = -1 bicubic) and the result truncated. Rotation is about (W/2, H/2); shears are about the origin.
+- Posterize to 0 bits (magnitude clipped at 10) gives a black image, as Pillow < 11 did (11+ raises).
+
+Randomness: every number comes from the explicit generator, drawn on the generator's own device and moved
+to the batch's device. A CUDA generator with a CUDA batch draws on the GPU; a CPU generator also works with
+a CUDA batch (a few numbers per image are copied over). Streams differ between CPU and CUDA generators.
+
+Dispatch: each image runs only the op it drew. On CPU ops run on index subsets (`nonzero` is free there);
+on CUDA every op runs on the whole batch and `torch.where` keeps the drawn result, so nothing waits for the
+host. Both give identical results (tests check it).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+Tensor = torch.Tensor
+_LEVEL_DENOM = 10.0
+CIFAR_FILL = (125, 123, 114)  # timm: round(255 * CIFAR mean)
+
+
+# ---------------------------------------------------------------------- random numbers from a generator
+def uniform(gen: torch.Generator, shape, device) -> Tensor:
+    """U[0, 1) float32 drawn on the generator's device, returned on `device`."""
+    return torch.rand(shape, generator=gen, device=gen.device).to(device)
+
+
+def normal(gen: torch.Generator, shape, device) -> Tensor:
+    return torch.randn(shape, generator=gen, device=gen.device).to(device)
+
+
+def integers(gen: torch.Generator, high: int, shape, device) -> Tensor:
+    """Uniform integers in [0, high)."""
+    return torch.randint(high, shape, generator=gen, device=gen.device).to(device)
+
+
+# ---------------------------------------------------------------------- Pillow pixel primitives
+def _per_image(v, n: int, device, dtype) -> Tensor:
+    """Broadcast a scalar (or pass through an (n,) tensor) as a per-image argument."""
+    return torch.as_tensor(v, dtype=dtype, device=device).expand(n) if not torch.is_tensor(v) or v.dim() == 0 \
+        else v.to(device=device, dtype=dtype)
+
+
+def _blend(degenerate: Tensor, img: Tensor, factor) -> Tensor:
+    """Image.blend(degenerate, img, factor): float32 `d + f·(i − d)`, clipped, truncated (Blend.c)."""
+    f = _per_image(factor, img.shape[0], img.device, torch.float32).view(-1, 1, 1, 1)
+    d = degenerate.float()
+    return (d + f * (img.float() - d)).clamp_(0, 255).floor_().to(torch.uint8)
+
+
+def _gray(x: Tensor) -> Tensor:
+    """convert("L"): (B, 3, H, W) → (B, 1, H, W), ITU-R 601-2 in Pillow's 16-bit fixed point."""
+    r, g, b = x.int().unbind(1)
+    return ((19595 * r + 38470 * g + 7471 * b + 0x8000) >> 16).unsqueeze(1).to(torch.uint8)
+
+
+def _apply_lut(x: Tensor, lut: Tensor) -> Tensor:
+    """Per-image, per-channel lookup: lut (B, 3, 256) of values 0..255."""
+    n, c, h, w = x.shape
+    return lut.to(torch.uint8).gather(2, x.reshape(n, c, h * w).long()).view(n, c, h, w)
+
+
+def _smooth(x: Tensor) -> Tensor:
+    """ImageFilter.SMOOTH (Filter.c ImagingFilter3x3): float32 sums in Pillow's order, +0.5, truncated;
+    the one-pixel border is copied unchanged."""
+    k1 = torch.tensor(1.0) / 13.0  # Pillow divides each float32 kernel entry by the scale
+    k5 = torch.tensor(5.0) / 13.0
+    p = x.float()
+
+    def row(r, centre):  # one kernel row over shifted columns: (B, 3, H-2, W-2)
+        return r[..., :-2] * k1 + r[..., 1:-1] * centre + r[..., 2:] * k1
+
+    ss = 0.5 + row(p[:, :, 2:], k1)
+    ss = ss + row(p[:, :, 1:-1], k5)
+    ss = ss + row(p[:, :, :-2], k1)
+    out = x.clone()
+    out[:, :, 1:-1, 1:-1] = ss.clamp_(0, 255).floor_().to(torch.uint8)
+    return out
+
+
+def _cubic_or_linear(v1, v2, v3, v4, d, bicubic):
+    """Geometry.c: bilinear `v2 + (v3 − v2)·d`; bicubic Pillow's a = −1 cubic in its Horner form.
+    Flat neighbourhoods stay exact in both (no weight sums that miss 1 by an ulp)."""
+    p2 = torch.where(bicubic, -v1 + v3, v3 - v2)
+    p3 = torch.where(bicubic, 2 * (v1 - v2) + v3 - v4, 0.0)
+    p4 = torch.where(bicubic, -v1 + v2 - v3 + v4, 0.0)
+    return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) -> Tensor:
+    """Image.transform(size, AFFINE, coeffs, resample, fillcolor=fill) for each image.
+
+    coeffs (B, 6) float64 (a, b, c, d, e, f): output pixel (x, y) reads the input at
+    (a·X + b·Y + c, d·X + e·Y + f) with X = x + ½, Y = y + ½ (Pillow's pixel-centre convention).
+    along="x" (or "y") promises the map only moves points along x (y): the other coordinate then falls
+    exactly on pixel centres, so only 4 taps are gathered instead of 4×4 (same result, 4× less work).
+    """
+    n, ch, h, w = x.shape
+    dev = x.device
+    bicubic = _per_image(bicubic, n, dev, torch.bool)
+    ys = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1) + 0.5
+    xs = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w) + 0.5
+    a, b, c, d, e, f = coeffs.to(dev, torch.float64).view(n, 6, 1, 1).unbind(1)
+    xin = a * xs + b * ys + c  # (B, H, W), in double as Pillow
+    yin = d * xs + e * ys + f
+    inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
+    x0, y0 = (xin - 0.5).floor(), (yin - 0.5).floor()
+    dx, dy = xin - 0.5 - x0, yin - 0.5 - y0
+    four, one = torch.arange(-1, 3, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
+    cols = (x0.long().unsqueeze(-1) + (four if along != "y" else one)).clamp_(0, w - 1)  # (B, H, W, 4 or 1)
+    rows = (y0.long().unsqueeze(-1) + (four if along != "x" else one)).clamp_(0, h - 1)
+    index = rows.unsqueeze(-1) * w + cols.unsqueeze(-2)  # (B, H, W, row taps, col taps)
+    r, k = index.shape[-2:]
+    # float64 like Pillow: truncation turns float32 rounding of exact integers into off-by-one pixels
+    p = x.reshape(n, ch, h * w).double().gather(2, index.view(n, 1, -1).expand(n, ch, -1))
+    p = p.view(n, ch, h, w, r, k)
+    cub = bicubic.view(n, 1, 1, 1, 1)
+    if k == 4:
+        p = _cubic_or_linear(*p.unbind(-1), dx.view(n, 1, h, w, 1), cub)  # along x → (B, 3, H, W, r)
+    else:
+        p = p.squeeze(-1)
+    if r == 4:
+        p = _cubic_or_linear(*p.unbind(-1), dy.view(n, 1, h, w, 1), cub).unsqueeze(-1)
+    v = p.squeeze(-1).clamp_(0, 255).floor_().to(torch.uint8)
+    fill = torch.tensor(fill, dtype=torch.uint8, device=dev).view(1, ch, 1, 1)
+    return torch.where(inside.unsqueeze(1), v, fill)
+
+
+def _affine_coeffs(n, device, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> Tensor:
+    cols = [_per_image(v, n, device, torch.float64) for v in (a, b, c, d, e, f)]
+    return torch.stack(cols, dim=1)
+
+
+# ---------------------------------------------------------------------- op functions (timm NAME_TO_OP)
+# Each takes a uint8 batch (n, 3, H, W) and per-image arguments (an (n,) tensor or a scalar).
+def auto_contrast(x: Tensor, **_) -> Tensor:
+    """ImageOps.autocontrast: per channel, lut[i] = int(i·s − lo·s), s = 255/(hi − lo); identity if flat."""
+    flat = x.flatten(2)
+    lo, hi = flat.amin(2).double(), flat.amax(2).double()  # (n, 3)
+    # a true division (`255.0 / tensor` would multiply by a reciprocal and round differently from Python)
+    scale = torch.full_like(lo, 255.0).div(hi - lo).unsqueeze(-1)
+    ix = torch.arange(256, device=x.device, dtype=torch.float64)
+    lut = (ix * scale + (-lo.unsqueeze(-1) * scale)).trunc().clamp(0, 255)
+    return _apply_lut(x, torch.where((hi > lo).unsqueeze(-1), lut, ix))
+
+
+def equalize(x: Tensor, **_) -> Tensor:
+    """ImageOps.equalize per channel: step = (N − count of the top value) // 255,
+    lut[i] = (step // 2 + #pixels below i) // step; identity when step == 0 (incl. a single value)."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n * c, h * w).long()
+    hist = torch.zeros(n * c, 256, dtype=torch.long, device=x.device).scatter_add_(1, flat, torch.ones_like(flat))
+    top_count = hist.gather(1, flat.amax(1, keepdim=True))
+    step = (h * w - top_count) // 255  # (n·c, 1)
+    below = hist.cumsum(1) - hist
+    lut = ((step // 2 + below) // step.clamp(min=1)).clamp(max=255)  # Pillow's point() clips to 8 bits
+    lut = torch.where(step > 0, lut, torch.arange(256, device=x.device))
+    return _apply_lut(x, lut.view(n, c, 256))
+
+
+def invert(x: Tensor, **_) -> Tensor:
+    return 255 - x
+
+
+def posterize(x: Tensor, bits, **_) -> Tensor:
+    """Keep the top `bits` bits (0..8). 0 bits → black image (old Pillow; Pillow ≥ 11 raises)."""
+    bits = _per_image(bits, x.shape[0], x.device, torch.long).clamp(0, 8)
+    mask = 256 - (1 << (8 - bits))  # 8 bits → 255, 0 bits → 0
+    return x & mask.to(torch.uint8).view(-1, 1, 1, 1)
+
+
+def solarize(x: Tensor, thresh, **_) -> Tensor:
+    """ImageOps.solarize: values ≥ thresh are inverted (thresh 256 → unchanged)."""
+    t = _per_image(thresh, x.shape[0], x.device, torch.long).view(-1, 1, 1, 1)
+    return torch.where(x < t, x, 255 - x)
+
+
+def solarize_add(x: Tensor, add, thresh: int = 128, **_) -> Tensor:
+    """timm's solarize_add: values < thresh get `add` added, capped at 255."""
+    a = _per_image(add, x.shape[0], x.device, torch.int16).view(-1, 1, 1, 1)
+    return torch.where(x < thresh, (x.short() + a).clamp(max=255).to(torch.uint8), x)
+
+
+def color(x: Tensor, factor, **_) -> Tensor:
+    """ImageEnhance.Color: blend with the grayscale image."""
+    return _blend(_gray(x), x, factor)
+
+
+def contrast(x: Tensor, factor, **_) -> Tensor:
+    """ImageEnhance.Contrast: blend with a flat image at int(mean(L) + 0.5)."""
+    lum = _gray(x)
+    mean = (lum.flatten(1).sum(1).double() / lum[0].numel() + 0.5).floor()
+    return _blend(mean.view(-1, 1, 1, 1), x, factor)
+
+
+def brightness(x: Tensor, factor, **_) -> Tensor:
+    """ImageEnhance.Brightness: blend with black."""
+    return _blend(torch.zeros((), device=x.device), x, factor)
+
+
+def sharpness(x: Tensor, factor, **_) -> Tensor:
+    """ImageEnhance.Sharpness: blend with the SMOOTH-filtered image."""
+    return _blend(_smooth(x), x, factor)
+
+
+def rotate(x: Tensor, degrees, bicubic=False, fill=CIFAR_FILL, **_) -> Tensor:
+    """Image.rotate(degrees) about (W/2, H/2), counter-clockwise for positive degrees."""
+    n, _, h, w = x.shape
+    # Pillow first reduces the angle mod 360 (-30° → 330°, whose cos/sin round differently), then
+    # uses -radians(angle) with cos/sin rounded to 15 decimals
+    degrees = torch.remainder(_per_image(degrees, n, x.device, torch.float64), 360.0)
+    angle = -degrees * (math.pi / 180.0)
+    cos, sin = torch.round(torch.cos(angle), decimals=15), torch.round(torch.sin(angle), decimals=15)
+    cx, cy = w / 2.0, h / 2.0
+    coeffs = _affine_coeffs(n, x.device, a=cos, b=sin, c=cos * -cx + sin * -cy + cx,
+                            d=-sin, e=cos, f=-sin * -cx + cos * -cy + cy)
+    return _affine(x, coeffs, bicubic, fill)
+
+
+def shear_x(x: Tensor, factor, bicubic=False, fill=CIFAR_FILL, **_) -> Tensor:
+    return _affine(x, _affine_coeffs(x.shape[0], x.device, b=factor), bicubic, fill, along="x")
+
+
+def shear_y(x: Tensor, factor, bicubic=False, fill=CIFAR_FILL, **_) -> Tensor:
+    return _affine(x, _affine_coeffs(x.shape[0], x.device, d=factor), bicubic, fill, along="y")
+
+
+def translate_x_rel(x: Tensor, pct, bicubic=False, fill=CIFAR_FILL, **_) -> Tensor:
+    """Output pixel x shows input x + pct·W: content moves left for positive pct."""
+    pixels = _per_image(pct, x.shape[0], x.device, torch.float64) * x.shape[3]
+    return _affine(x, _affine_coeffs(x.shape[0], x.device, c=pixels), bicubic, fill, along="x")
+
+
+def translate_y_rel(x: Tensor, pct, bicubic=False, fill=CIFAR_FILL, **_) -> Tensor:
+    pixels = _per_image(pct, x.shape[0], x.device, torch.float64) * x.shape[2]
+    return _affine(x, _affine_coeffs(x.shape[0], x.device, f=pixels), bicubic, fill, along="y")
+
+
+# ---------------------------------------------------------------------- level → argument (timm LEVEL_TO_ARG)
+# level: (n,) float64 magnitudes in [0, 10]; sign: (n,) ±1 (timm's _randomly_negate), used by signed ops.
+def _rotate_level_to_arg(level, sign):  # [-30, 30] degrees
+    return sign * ((level / _LEVEL_DENOM) * 30.0)
+
+
+def _enhance_increasing_level_to_arg(level, sign):  # 1 ± 0.9·m/10, kept ≥ 0.1
+    return (1.0 + sign * ((level / _LEVEL_DENOM) * 0.9)).clamp(min=0.1)
+
+
+def _shear_level_to_arg(level, sign):  # [-0.3, 0.3]
+    return sign * ((level / _LEVEL_DENOM) * 0.3)
+
+
+def _translate_rel_level_to_arg(level, sign):  # [-0.45, 0.45] of the image size
+    return sign * ((level / _LEVEL_DENOM) * 0.45)
+
+
+def _posterize_increasing_level_to_arg(level, _sign):  # 4 bits down to 0 bits
+    return 4 - ((level / _LEVEL_DENOM) * 4).trunc().long()
+
+
+def _solarize_increasing_level_to_arg(level, _sign):  # threshold 256 down to 0
+    return 256 - ((level / _LEVEL_DENOM) * 256).trunc().long().clamp(max=256)
+
+
+def _solarize_add_level_to_arg(level, _sign):  # add 0 up to 110
+    return ((level / _LEVEL_DENOM) * 110).trunc().long().clamp(max=128)
+
+
+LEVEL_TO_ARG = {
+    "AutoContrast": None,
+    "Equalize": None,
+    "Invert": None,
+    "Rotate": _rotate_level_to_arg,
+    "PosterizeIncreasing": _posterize_increasing_level_to_arg,
+    "SolarizeIncreasing": _solarize_increasing_level_to_arg,
+    "SolarizeAdd": _solarize_add_level_to_arg,
+    "ColorIncreasing": _enhance_increasing_level_to_arg,
+    "ContrastIncreasing": _enhance_increasing_level_to_arg,
+    "BrightnessIncreasing": _enhance_increasing_level_to_arg,
+    "SharpnessIncreasing": _enhance_increasing_level_to_arg,
+    "ShearX": _shear_level_to_arg,
+    "ShearY": _shear_level_to_arg,
+    "TranslateXRel": _translate_rel_level_to_arg,
+    "TranslateYRel": _translate_rel_level_to_arg,
+}
+
+NAME_TO_OP = {
+    "AutoContrast": auto_contrast,
+    "Equalize": equalize,
+    "Invert": invert,
+    "Rotate": rotate,
+    "PosterizeIncreasing": posterize,
+    "SolarizeIncreasing": solarize,
+    "SolarizeAdd": solarize_add,
+    "ColorIncreasing": color,
+    "ContrastIncreasing": contrast,
+    "BrightnessIncreasing": brightness,
+    "SharpnessIncreasing": sharpness,
+    "ShearX": shear_x,
+    "ShearY": shear_y,
+    "TranslateXRel": translate_x_rel,
+    "TranslateYRel": translate_y_rel,
+}
+
+RAND_INCREASING_OPS = tuple(NAME_TO_OP)  # timm's _RAND_INCREASING_TRANSFORMS, same order
+
+
+def apply_op(name: str, x: Tensor, level, sign=1.0, bicubic=False, fill=CIFAR_FILL) -> Tensor:
+    """One op at a given magnitude (scalar or (n,)), as timm's AugmentOp does after drawing its randomness."""
+    n = x.shape[0]
+    level = _per_image(level, n, x.device, torch.float64)
+    sign = _per_image(sign, n, x.device, torch.float64)
+    level_fn = LEVEL_TO_ARG[name]
+    args = () if level_fn is None else (level_fn(level, sign),)
+    return NAME_TO_OP[name](x, *args, bicubic=bicubic, fill=fill)
+
+
+# ---------------------------------------------------------------------- RandAugment
+def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: float = 9.0,
+                 magnitude_std: float = 0.5, prob: float = 0.5, fill=CIFAR_FILL,
+                 ops=RAND_INCREASING_OPS, dispatch: str = "auto") -> Tensor:
+    """timm's RandAugment(rand-m{magnitude}-mstd{magnitude_std}-inc1, n={num_ops}, p={prob}) on a uint8 batch.
+
+    x: (B, 3, H, W) uint8 on any device → same shape, dtype and device.
+    dispatch: "subset" (run each op on the images that drew it), "mask" (run every op on the whole batch,
+    keep by torch.where; no host sync) or "auto" (subset on CPU, mask elsewhere). Same result either way.
+    """
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"rand_augment expects a uint8 (B, 3, H, W) batch, got {tuple(x.shape)} {x.dtype}")
+    if dispatch == "auto":
+        dispatch = "subset" if x.device.type == "cpu" else "mask"
+    n, dev = x.shape[0], x.device
+    for _ in range(num_ops):
+        choice = integers(gen, len(ops), (n,), dev)  # with replacement, uniform
+        u = uniform(gen, (n, 4), dev).double()
+        z = normal(gen, (n,), dev).double()
+        if magnitude_std == float("inf"):
+            level = u[:, 3] * magnitude
+        else:
+            level = magnitude + magnitude_std * z if magnitude_std > 0 else torch.full_like(z, magnitude)
+        level = level.clamp(0.0, _LEVEL_DENOM)
+        applied = u[:, 0] <= prob  # timm skips when random() > prob
+        sign = torch.where(u[:, 1] > 0.5, -1.0, 1.0).double()  # timm negates when random() > 0.5
+        bicubic = u[:, 2] < 0.5  # random.choice((BILINEAR, BICUBIC))
+        out = x.clone()
+        for k, name in enumerate(ops):
+            chosen = applied & (choice == k)
+            if dispatch == "subset":
+                idx = chosen.nonzero().squeeze(1)
+                if idx.numel():
+                    out[idx] = apply_op(name, x[idx], level[idx], sign[idx], bicubic[idx], fill)
+            else:
+                out = torch.where(chosen.view(-1, 1, 1, 1), apply_op(name, x, level, sign, bicubic, fill), out)
+        x = out
+    return x

@@ -1,0 +1,447 @@
+"""Sweep files: YAML → a validated, expanded, de-duplicated plan of runs, each with its run_id and state.
+
+Why a plan: the paper's CIFAR study is 43 runs of 200 epochs. Everything an executor needs is decided here,
+before anything launches: each run's RunConfig, its run_id (the results directory name), and what is
+already done, so a re-launch only trains what is missing. Mistakes fail here with one line naming the file,
+the line and the key (exit 2), never an hour into a sweep.
+
+A sweep file (sweeps/*.yaml):
+
+    name: kernel                  # optional; default: the file name without .yaml
+    base: {epochs: 200, lr: 0.01} # settings of every run: `cmx train` option names, `-` or `_`
+    runs:                         # optional variants: partial configs, each with an optional table label
+      - {label: "- RandAug", randaug: false}
+    grid: {k: [3, 5, 7]}          # optional cartesian product: key → list of values
+    seeds: [0]                    # optional; every config is trained once per seed
+    include: [table7.yaml]        # optional other sweep files (paths relative to this one)
+
+Expansion: every run × every grid point × every seed, layered base < run < grid point < seed < `--set`
+(`--seeds` replaces the files' seed lists). Included files expand on their own (their own base), before
+this file's runs. Runs with the same run_id, within a file or across included files, are planned once and
+remember every sweep and label that asked for them. Relative `data` paths are relative to the working
+directory, as with `cmx train --data`.
+"""
+from __future__ import annotations
+
+import difflib
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import FIELD_NAMES, RunConfig
+from .errors import UserError
+from .results import ResultsDir, atomic_write_json
+
+TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include")
+
+
+# ---------------------------------------------------------------------- YAML that remembers line numbers
+class _Map(dict):
+    """A YAML mapping plus the 1-based line of itself and of each key."""
+
+    line = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lines: dict[Any, int] = {}
+
+
+class _Seq(list):
+    """A YAML sequence plus the 1-based line of itself and of each item."""
+
+    line = 0
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[int] = []
+
+
+class _YamlError(Exception):
+    def __init__(self, line: int, message: str):
+        super().__init__(message)
+        self.line = line
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader building _Map/_Seq, refusing duplicate keys, and reading `1e-2` as a float.
+
+    PyYAML implements YAML 1.1, where a float needs a dot (`1e-2` would be the *string* '1e-2'); weight
+    decays are written that way, so exponent-only numbers are floats here, as in YAML 1.2 and JSON.
+    """
+
+
+def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
+    loader.flatten_mapping(node)
+    out = _Map()
+    out.line = node.start_mark.line + 1
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        if isinstance(key, (dict, list)):
+            raise _YamlError(line, "a mapping key must be a plain name")
+        if key in out:
+            raise _YamlError(line, f"duplicate key '{key}' (first on line {out.lines[key]})")
+        out[key] = loader.construct_object(value_node, deep=True)
+        out.lines[key] = line
+    return out
+
+
+def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
+    out = _Seq()
+    out.line = node.start_mark.line + 1
+    for item in node.value:
+        out.append(loader.construct_object(item, deep=True))
+        out.lines.append(item.start_mark.line + 1)
+    return out
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d[\d_]*(\.\d*)?|\.\d+)[eE][-+]?\d+$"),
+                              list("-+0123456789."))
+
+
+def load_yaml(path: Path) -> Any:
+    """Parse a sweep file into _Map/_Seq values; UserError 'FILE:LINE: problem' on any defect."""
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise UserError(f"cannot read sweep file {path}: {err.strerror or err}") from None
+    try:
+        return yaml.load(text, Loader=_Loader)  # noqa: S506 — _Loader is a SafeLoader
+    except _YamlError as err:
+        raise UserError(f"{path}:{err.line}: {err}") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise UserError(f"{path}{line}: not valid YAML: {err.problem or err.context}") from None
+    except yaml.YAMLError as err:
+        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+
+
+def parse_scalar(text: str) -> Any:
+    """A `--set` value, read as a YAML scalar (10 → int, 1e-2 → float, false → bool, ../data → str)."""
+    try:
+        value = yaml.load(text, Loader=_Loader) if text.strip() else ""
+    except yaml.YAMLError:
+        value = text
+    return value
+
+
+# ---------------------------------------------------------------------- validation of one setting
+def check_setting(key: Any, value: Any, where: str) -> str:
+    """Validate one `key: value` against RunConfig; returns the field name. `where` = 'FILE:LINE' or '--set'."""
+    name = str(key).replace("-", "_")
+    if name not in FIELD_NAMES:
+        close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(FIELD_NAMES)})"
+        raise UserError(f"{where}: unknown key '{key}'{hint}")
+    if isinstance(value, (dict, list)):
+        raise UserError(f"{where}: '{key}' must be a single value, got a {'list' if isinstance(value, list) else 'mapping'}")
+    try:
+        RunConfig(**{name: value})  # every RunConfig check is per field, so one field at a time is enough
+    except UserError as err:
+        raise UserError(f"{where}: {err}") from None
+    return name
+
+
+# ---------------------------------------------------------------------- expansion
+@dataclass
+class Variant:
+    """One expanded config before de-duplication: settings with where each came from."""
+
+    sweep: str
+    label: str
+    settings: dict[str, tuple[Any, str]]  # field name → (value, 'FILE:LINE' or '--set')
+
+
+def _at(path: Path, line: int) -> str:
+    return f"{path}:{line}"
+
+
+def _settings(block: Any, path: Path, what: str, allow_label: bool = False) -> tuple[dict, str]:
+    """A mapping of settings (plus an optional label) → ({field: (value, where)}, label)."""
+    if block is None:
+        return {}, ""
+    if not isinstance(block, _Map):
+        line = getattr(block, "line", 0)
+        raise UserError(f"{_at(path, line) if line else path}: {what} must be a mapping of settings, "
+                        f"got {type(block).__name__}")
+    out, label = {}, ""
+    for key, value in block.items():
+        where = _at(path, block.lines[key])
+        if allow_label and key == "label":
+            if isinstance(value, (dict, list)) or value is None:
+                raise UserError(f"{where}: label must be text, got {value!r}")
+            label = str(value)
+            continue
+        out[check_setting(key, value, where)] = (value, where)
+    return out, label
+
+
+def _grid(block: Any, path: Path, line: int) -> list[dict]:
+    """grid: {key: [v1, v2]} → the cartesian product as a list of {field: (value, where)}."""
+    if block is None:
+        return [{}]
+    if not isinstance(block, _Map):
+        raise UserError(f"{_at(path, line)}: grid must be a mapping of key → list of values, "
+                        f"got {type(block).__name__}")
+    axes = []
+    for key, values in block.items():
+        where = _at(path, block.lines[key])
+        if not isinstance(values, _Seq):
+            raise UserError(f"{where}: grid '{key}' must be a list of values, got {values!r}")
+        if not values:
+            raise UserError(f"{where}: grid '{key}' is an empty list")
+        axis = []
+        for value, item_line in zip(values, values.lines):
+            name = check_setting(key, value, _at(path, item_line))
+            axis.append((name, value, _at(path, item_line)))
+        axes.append(axis)
+    return [{name: (value, where) for name, value, where in point} for point in itertools.product(*axes)]
+
+
+def _seeds(value: Any, where: str) -> list[int]:
+    items = value if isinstance(value, list) else [value]
+    if not items or any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in items):
+        raise UserError(f"{where}: seeds must be a list of integers ≥ 0, got {value!r}")
+    return list(items)
+
+
+def expand_file(path: Path, seeds: list[int] | None = None, _stack: tuple[Path, ...] = ()) -> list[Variant]:
+    """All variants of one sweep file (includes first), in file order; `seeds` replaces the files' seeds."""
+    path = Path(path)
+    if path.resolve() in _stack:
+        raise UserError(f"{path}: include cycle ({' → '.join(p.name for p in (*_stack, path.resolve()))})")
+    doc = load_yaml(path)
+    if doc is None:
+        raise UserError(f"{path}: the sweep file is empty")
+    if not isinstance(doc, _Map):
+        raise UserError(f"{path}:1: a sweep file must be a mapping with base/runs/grid/seeds/include")
+    for key in doc:
+        if key not in TOP_KEYS:
+            hint = "; run settings go under 'base'" if str(key).replace("-", "_") in FIELD_NAMES else ""
+            raise UserError(f"{_at(path, doc.lines[key])}: unknown top-level key '{key}' "
+                            f"(expected one of: {', '.join(TOP_KEYS)}){hint}")
+    line = lambda key: doc.lines.get(key, 1)  # noqa: E731
+    name = doc.get("name", path.stem)
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{_at(path, line('name'))}: name must be text, got {name!r}")
+
+    variants: list[Variant] = []
+    includes = doc.get("include") or []
+    if isinstance(includes, str):
+        includes = [includes]
+    if not isinstance(includes, list) or not all(isinstance(i, str) for i in includes):
+        raise UserError(f"{_at(path, line('include'))}: include must be a list of sweep file paths")
+    for i, inc in enumerate(includes):
+        target = path.parent / inc
+        if not target.is_file():
+            where = _at(path, includes.lines[i] if isinstance(includes, _Seq) else line("include"))
+            raise UserError(f"{where}: included sweep file {target} does not exist")
+        variants += expand_file(target, seeds, (*_stack, path.resolve()))
+
+    own = any(k in doc for k in ("base", "runs", "grid"))
+    if not own:
+        if not includes:
+            raise UserError(f"{path}: defines no runs (give base, runs, grid or include)")
+        return variants
+    base, _ = _settings(doc.get("base"), path, "base")
+    runs = doc.get("runs")
+    if runs is None:
+        runs = [None]
+    elif not isinstance(runs, _Seq) or not runs:
+        raise UserError(f"{_at(path, line('runs'))}: runs must be a non-empty list of partial configs")
+    points = _grid(doc.get("grid"), path, line("grid"))
+    file_seeds = seeds if seeds is not None else (
+        _seeds(doc["seeds"], _at(path, line("seeds"))) if "seeds" in doc else [None])
+    for run in runs:
+        run_settings, label = _settings(run, path, "each entry of runs", allow_label=True)
+        for point in points:
+            for seed in file_seeds:
+                settings = {**base, **run_settings, **point}
+                if seed is not None:
+                    settings["seed"] = (seed, "--seeds" if seeds is not None else _at(path, line("seeds")))
+                variants.append(Variant(name, label, settings))
+    return variants
+
+
+def parse_overrides(items: list[str]) -> dict[str, tuple[Any, str]]:
+    """`--set key=value` strings → {field: (value, '--set key=value')}; values are YAML scalars."""
+    out = {}
+    for item in items or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected KEY=VALUE, e.g. --set epochs=10")
+        value = parse_scalar(text)
+        where = f"--set {item}"
+        out[check_setting(key.strip(), value, where)] = (value, where)
+    return out
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """`--seeds 0,1,2` → [0, 1, 2]."""
+    if text is None:
+        return None
+    try:
+        seeds = [int(s) for s in text.replace(" ", "").split(",") if s]
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2") from None
+    return _seeds(seeds, "--seeds")
+
+
+# ---------------------------------------------------------------------- the plan
+@dataclass
+class PlannedRun:
+    """One distinct run: what to train, where its results live, and what state they are in."""
+
+    config: RunConfig
+    run_id: str
+    dataset: str
+    sweeps: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+    state: str = "pending"
+
+    @property
+    def label(self) -> str:
+        return " / ".join(self.labels)
+
+    @property
+    def title(self) -> str:
+        """The table label if the sweep gave one, else the config summary ('256/8 p1 k9 seed=0')."""
+        return self.label or self.config.summary()
+
+
+@dataclass
+class Plan:
+    name: str
+    path: Path
+    runs: list[PlannedRun]
+    n_variants: int  # configs before de-duplication
+    results: ResultsDir
+
+    def refresh(self) -> "Plan":
+        for run in self.runs:
+            run.state = self.results.state(run.run_id)
+        return self
+
+    def counts(self) -> Counter:
+        return Counter(run.state for run in self.runs)
+
+
+def make_plan(path: str | Path, results: str | Path | None = None, overrides: list[str] | None = None,
+              seeds: list[int] | None = None) -> Plan:
+    """Load, validate and expand a sweep file, de-duplicate by run_id, and read each run's state."""
+    from .data import dataset_fingerprint  # reads file sizes only
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"sweep file {path} does not exist")
+    sets = parse_overrides(overrides or [])
+    variants = expand_file(path, seeds)
+    fingerprints: dict[str, str] = {}
+    by_id: dict[str, PlannedRun] = {}
+    for variant in variants:
+        settings = {**variant.settings, **sets}
+        values = {name: value for name, (value, _) in settings.items()}
+        try:
+            config = RunConfig.from_dict(values)
+        except UserError as err:  # every field was checked alone; this only catches combinations
+            where = ", ".join(sorted({w for _, w in settings.values()}))
+            raise UserError(f"{path}: run '{variant.label or variant.sweep}' ({where}): {err}") from None
+        if config.data not in fingerprints:
+            fingerprints[config.data] = dataset_fingerprint(config.data)
+        dataset = fingerprints[config.data]
+        run_id = config.run_id(dataset)
+        run = by_id.setdefault(run_id, PlannedRun(config, run_id, dataset))
+        if variant.sweep not in run.sweeps:
+            run.sweeps.append(variant.sweep)
+        if variant.label and variant.label not in run.labels:
+            run.labels.append(variant.label)
+    name = load_yaml(path).get("name", path.stem)
+    return Plan(str(name), path, list(by_id.values()), len(variants), ResultsDir(results)).refresh()
+
+
+# ---------------------------------------------------------------------- what executors report back
+SKIP_STATES = ("done", "running", "failed")
+
+
+@dataclass
+class Outcome:
+    """What happened to one run in this invocation. status: done | failed | interrupted | skipped."""
+
+    run: PlannedRun
+    status: str
+    reason: str = ""  # one line: why it failed / was skipped
+    trained: bool = False  # did this invocation train (part of) it?
+
+
+@dataclass
+class SweepSummary:
+    outcomes: list[Outcome]
+    signal: int | None = None  # set when the user stopped the sweep (SIGINT → exit 130)
+    jobs: list[str] = field(default_factory=list)  # submitted job ids (SLURM)
+    waited: bool = True  # False: jobs were submitted and are still running
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C (128 + signal), 0 if every run is done (or was submitted), else 1."""
+        if self.signal is not None:
+            return 128 + self.signal
+        if not self.waited:
+            return 0
+        return 0 if all(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
+                        for o in self.outcomes) else 1
+
+
+def select_runs(plan: Plan, rerun_failed: bool = False) -> tuple[list[PlannedRun], list[Outcome]]:
+    """Split the plan into runs to launch (pending, interrupted, failed if asked) and skipped outcomes."""
+    todo, skipped = [], []
+    for run in plan.refresh().runs:
+        if run.state == "done":
+            skipped.append(Outcome(run, "skipped", "already done"))
+        elif run.state == "running":
+            status = plan.results.status(run.run_id) or {}
+            skipped.append(Outcome(run, "skipped", f"running elsewhere (pid {status.get('pid')} on "
+                                                   f"{status.get('host')})"))
+        elif run.state == "failed" and not rerun_failed:
+            error = (plan.results.status(run.run_id) or {}).get("error") or "failed"
+            skipped.append(Outcome(run, "skipped", f"failed earlier ({error}); use --rerun-failed"))
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pid: int | None = None) -> str:
+    """One line: the run's status.json error (if this process wrote it), else the log's last line."""
+    status = results.status(run_id) or {}
+    if status.get("status") == "failed" and status.get("error") and (pid is None or status.get("pid") == pid):
+        return str(status["error"]).splitlines()[0]
+    if log is not None:
+        try:
+            lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        if lines:
+            return lines[-1][:300]
+    return str(status.get("error") or "unknown error (no status, no log)")
+
+
+def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
+    """Write the run's config.json (what `cmx train` writes first) before launching it.
+
+    The child reads its settings from this file, and a queued run is visible to `cmx runs`/`cmx table`.
+    """
+    run_dir = results.run_dir(run.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.json"
+    atomic_write_json(path, {**run.config.to_dict(), "run_id": run.run_id, "dataset": run.dataset})
+    return path

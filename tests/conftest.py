@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny generated CIFAR folders and tiny run configs that train in about a second."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tiny_cifar, fabricate)
+
+from tiny_cifar import make_tiny_cifar  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """5 x 64 train / 64 test images in the official layout."""
+    return make_tiny_cifar(tmp_path_factory.mktemp("tiny-cifar"), n_train_per_batch=64, n_test=64, seed=0)
+
+
+@pytest.fixture
+def tiny_config(tiny_data):
+    """A factory of very small, fast RunConfigs on the tiny data (CPU)."""
+    from cmx.config import RunConfig
+
+    def make(**changes):
+        base = dict(h=8, d=1, p=4, k=3, epochs=2, batch_size=32, device="cpu", data=str(tiny_data))
+        return RunConfig(**{**base, **changes})
+
+    return make
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch, tmp_path):
+    """Never read or write the developer's real results/ or data/ from a test."""
+    monkeypatch.setenv("CMX_RESULTS", str(tmp_path / "results"))
+    monkeypatch.delenv("CMX_DATA", raising=False)
+
+
+def cmx_subprocess_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env

@@ -1,0 +1,131 @@
+"""Fabricate results directories for tests: run dirs with config/status/epochs/result files, no training.
+
+The files follow the layout `cmx train` writes (cmx/results.py): `make_run(root, test_acc=95.1, k=5)`
+writes a finished 256/8 p1 k5 run; `state="running"` with `epoch=37` writes an unfinished one;
+`corrupt(...)` damages a file the way a crash or a half-finished copy would.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+from cmx.config import RunConfig
+
+OTHER_HOST = "gpu-node-7"  # a 'running' status from another host is trusted without a pid check
+
+
+def make_run(
+    root: Path,
+    *,
+    dataset: str = "cifar10",
+    state: str = "done",
+    test_acc: float = 95.0,
+    best_test_acc: float | None = None,
+    epoch: int | None = None,
+    wall_s: float = 3600.0,
+    device_name: str = "NVIDIA A100-SXM4-40GB",
+    git_commit: str = "abc1234",
+    git_dirty: bool = False,
+    torch_version: str = "2.4.0",
+    host: str = OTHER_HOST,
+    eval_every: int = 1,
+    **changes,
+) -> str:
+    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...)."""
+    cfg = RunConfig(data="data", eval_every=eval_every, **changes)
+    run_id = cfg.run_id(dataset)
+    run_dir = Path(root) / "runs" / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _write_json(run_dir / "config.json", {**cfg.to_dict(), "run_id": run_id, "dataset": dataset})
+
+    done_epochs = cfg.epochs if state == "done" else (epoch if epoch is not None else cfg.epochs // 3)
+    best = test_acc if best_test_acc is None else best_test_acc
+    curve = _curve(done_epochs, cfg.epochs, test_acc, best, eval_every)
+    with open(run_dir / "epochs.csv", "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"])
+        writer.writerows(curve)
+    _write_json(run_dir / "status.json", {
+        "run_id": run_id, "status": state, "host": host, "pid": 999999, "started": "2025-01-01T00:00:00+0000",
+        "updated": "2025-01-01T01:00:00+0000", "epoch": done_epochs, "epochs": cfg.epochs,
+        "error": "boom" if state == "failed" else None,
+    })
+    if state == "done":
+        best_epoch = max((row for row in curve if row[5] != ""), key=lambda row: row[5])[0]
+        _write_json(run_dir / "result.json", {
+            "run_id": run_id, "dataset": dataset, "config": cfg.to_dict(), "test_acc": test_acc,
+            "best_test_acc": best, "best_epoch": best_epoch, "params": 706570, "epochs": cfg.epochs,
+            "wall_s": wall_s, "img_per_s": 5000.0, "finished": "2025-01-02T00:00:00+0000", "seed": cfg.seed,
+            "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "torch": torch_version,
+                           "cuda": "12.1" if "NVIDIA" in device_name else None,
+                           "device": "cuda" if "NVIDIA" in device_name else "cpu",
+                           "device_name": device_name, "host": host},
+        })
+    return run_id
+
+
+def _curve(done: int, total: int, final: float, best: float, eval_every: int) -> list[list]:
+    """A plausible rising test-accuracy curve ending at `final` (at the last epoch) with peak `best`."""
+    rows = []
+    for epoch in range(1, done + 1):
+        evaluated = epoch % eval_every == 0 or epoch == total
+        frac = epoch / total
+        acc = round(10 + (best - 10) * min(1.0, 1.6 * frac) ** 0.5, 2)
+        if epoch == total:
+            acc = final
+        rows.append([epoch, 0.01 * frac, round(2.3 * (1 - frac) + 0.5, 4), round(acc - 2, 2),
+                     round(2.3 * (1 - frac) + 0.2, 4) if evaluated else "", acc if evaluated else "", 10.0])
+    return rows
+
+
+def _write_json(path: Path, obj) -> None:
+    path.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def corrupt(root: Path, run_id: str, name: str, how: str = "truncate") -> Path:
+    """Damage runs/<run_id>/<name>: 'truncate' (half-written), 'garbage', or 'delete'."""
+    path = Path(root) / "runs" / run_id / name
+    if how == "delete":
+        path.unlink()
+    elif how == "truncate":
+        text = path.read_text()
+        path.write_text(text[: len(text) // 2])
+    elif how == "garbage":
+        path.write_bytes(b"\x00\xff not json at all")
+    else:
+        raise ValueError(how)
+    return path
+
+
+def small_study(root: Path) -> dict[str, list[str]]:
+    """The fixture behind tests/golden/table_small.md; returns run ids by role.
+
+    Hand-computed numbers (final test accuracy, sample std):
+      Baseline (256/8 p1 k9), seeds 95.5, 95.9, 96.1: mean 95.8333, std 0.30551, t(0.975, 2) = 4.3027,
+        CI 95.8333 ± 0.7589 = [95.074, 96.592] contains the paper's 95.88 → ✓
+      - RandAug, seeds 92.5, 93.5: mean 93.0, std 0.70711, t(0.975, 1) = 12.706, CI [86.65, 99.35] ∋ 92.86 → ✓
+      - Random Scaling, seeds 90.0, 90.2: mean 90.1, std 0.14142, CI [88.83, 91.37] ∌ 86.24 → ✗
+      GELU → ReLU: one 50-epoch run (93.0) only → shown with the epochs marker
+      - Random Erasing: one run at lr 0.02 → shown with the lr/batch marker
+      - Mixup and CutMix: running, 37 of 200 epochs done
+      256/8 p1 k5: 200-epoch run 95.3 plus a 50-epoch run → row uses the 200-epoch run, ‡ marker
+      256/8 p1 k9 h=512: matches no paper row (Other runs with --all)
+      a broken run dir (config.json truncated) → skipped with a warning
+    """
+    ids: dict[str, list[str]] = {}
+    ids["baseline"] = [make_run(root, seed=s, test_acc=a, best_test_acc=a + 0.1)
+                       for s, a in enumerate((95.5, 95.9, 96.1))]
+    ids["randaug"] = [make_run(root, seed=s, randaug=False, test_acc=a) for s, a in enumerate((92.5, 93.5))]
+    ids["scaling"] = [make_run(root, seed=s, scaling=False, test_acc=a) for s, a in enumerate((90.0, 90.2))]
+    ids["relu"] = [make_run(root, act="relu", epochs=50, test_acc=93.0)]
+    ids["erasing"] = [make_run(root, erasing=False, lr=0.02, test_acc=95.1)]
+    ids["mixup"] = [make_run(root, mixup=False, state="running", epoch=37)]
+    ids["k5"] = [make_run(root, k=5, test_acc=95.3), make_run(root, k=5, epochs=50, test_acc=92.0)]
+    ids["wide"] = [make_run(root, h=512, test_acc=96.5, wall_s=7200.0, device_name="cpu: AMD EPYC 7763 64-Core Processor",
+                            git_dirty=True)]
+    broken = make_run(root, k=7, test_acc=95.0)
+    corrupt(root, broken, "config.json", "truncate")
+    corrupt(root, broken, "result.json", "truncate")
+    ids["broken"] = [broken]
+    return ids

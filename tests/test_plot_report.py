@@ -1,0 +1,182 @@
+"""`cmx plot`, `cmx report` and `cmx runs` on fabricated results directories."""
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from cmx import collect, plot, table
+from cmx.cli_results import format_seconds, register
+from cmx.collect import SkippedRun
+from cmx.errors import UserError
+
+from fabricate import make_run, small_study
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    return root, small_study(root)
+
+
+@pytest.fixture(scope="module")
+def cli():
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+def assert_png(path):
+    assert path.is_file() and path.stat().st_size > 5000, path
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+# ---------------------------------------------------------------------- plots
+def test_summary_plots_written(study, cli):
+    root, _ = study
+    result = cli("plot", "--results", root)
+    assert result.exit_code == 0, result.output
+    names = sorted(p.name for p in (root / "plots").glob("*.png"))
+    assert names == sorted(plot.SUMMARY_FILES.values())
+    for name in names:
+        assert_png(root / "plots" / name)
+        assert f"wrote {root / 'plots' / name}" in result.stdout
+
+
+def test_summary_plots_with_no_runs_at_all(tmp_path):
+    (tmp_path / "runs").mkdir()
+    tables = table.build(collect.load_runs(tmp_path), "cifar10")
+    for path in plot.summary_plots(tables, tmp_path / "plots"):
+        assert_png(path)
+
+
+def test_curves_by_id_prefix(study, cli):
+    root, ids = study
+    chosen = [ids["baseline"][0], ids["mixup"][0]]  # one finished, one still running
+    result = cli("plot", "curves", chosen[0][:6], chosen[1], "--results", root)
+    assert result.exit_code == 0, result.output
+    assert_png(root / "plots" / plot.curves_filename(chosen))
+    out = root / "elsewhere" / "c.png"
+    assert cli("plot", "curves", chosen[0], "--out", out, "--results", root).exit_code == 0
+    assert_png(out)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["curves"], "needs at least one run id"),
+    (["curves", "zzzz"], "run id 'zzzz' matches no run"),
+    (["scatter"], "unknown plot 'scatter'"),
+    (["summary", "abc"], "run ids and --out are only for"),
+])
+def test_plot_bad_input(study, cli, args, message):
+    root, _ = study
+    result = cli("plot", *args, "--results", root)
+    assert isinstance(result.exception, UserError) and message in str(result.exception)
+
+
+# ---------------------------------------------------------------------- report
+def test_report_content(study, cli):
+    root, ids = study
+    result = cli("report", "--results", root)
+    assert result.exit_code == 0, result.output
+    text = (root / "REPORT.md").read_text()
+    # 11 finished GPU runs of 3600 s + one CPU run of 7200 s; the running run is not counted
+    assert "| cifar10 |   13 |   12 |       1 |           0 |      0 |       0 |     11.00 |      2.00 |" in text
+    assert "### Table 7: Ablation of ConvMixer-256/8" in text and "### Table 8:" in text
+    assert "| Baseline                 |     95.88 |   95.83 ± 0.31 | -0.05 |          ✓ | 3 |    200 |" in text
+    for name in plot.SUMMARY_FILES.values():
+        assert f"](plots/{name})" in text
+        assert_png(root / "plots" / name)
+    assert "- git commits: `abc1234` (11 runs), `abc1234 (dirty)` (1 run)" in text
+    assert "- uncommitted changes (dirty tree): 1 of 12 runs" in text
+    assert "- devices: `NVIDIA A100-SXM4-40GB` (11 runs), `cpu: AMD EPYC 7763 64-Core Processor` (1 run)" in text
+    assert "- torch versions: `2.4.0` (12 runs)" in text
+    assert "1 run directory was unreadable and skipped" in text and ids["broken"][0] in text
+
+
+def test_report_with_no_finished_runs(tmp_path, cli):
+    make_run(tmp_path, state="running", epoch=5)
+    assert cli("report", "--results", tmp_path).exit_code == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "No finished runs yet." in text and "running 5/200" in text
+
+
+# ---------------------------------------------------------------------- runs
+def test_runs_table_lists_every_readable_run(study, cli):
+    root, ids = study
+    result = cli("runs", "--results", root)
+    assert result.exit_code == 0, result.output
+    for role, run_ids in ids.items():
+        for run_id in run_ids:
+            assert (run_id in result.stdout) == (role != "broken")
+    assert "warning: skipping" in result.stderr
+    assert "37/200" in result.stdout and "2h 00m" in result.stdout
+
+
+def runs_json(cli, root, *args) -> list[dict]:
+    result = cli("runs", "--format", "json", "--results", root, *args)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def test_runs_filters(study, cli):
+    root, ids = study
+    assert [r["run_id"] for r in runs_json(cli, root, "--status", "running")] == ids["mixup"]
+    assert sorted(r["run_id"] for r in runs_json(cli, root, "--where", "k=5")) == sorted(ids["k5"])
+    both = runs_json(cli, root, "--where", "k=5", "--where", "epochs=50")
+    assert [r["run_id"] for r in both] == [ids["k5"][1]]
+    assert [r["run_id"] for r in runs_json(cli, root, "--where", "scaling=false")] == sorted(ids["scaling"])
+    assert [r["run_id"] for r in runs_json(cli, root, "--where", "lr=2e-2")] == ids["erasing"]
+    assert len(runs_json(cli, root, "--status", "done", "--status", "running")) == 12 + 1
+    assert runs_json(cli, root, "--dataset", "custom-x") == []
+    record = runs_json(cli, root, "--where", "h=512")[0]
+    assert (record["state"], record["test_acc"], record["wall_s"], record["device"]) == ("done", 96.5, 7200.0, "cpu")
+
+
+def test_runs_csv(study, cli):
+    root, _ = study
+    lines = cli("runs", "--format", "csv", "--status", "done", "--results", root).stdout.splitlines()
+    assert lines[0].split(",")[:3] == ["run_id", "dataset", "state"] and len(lines) == 1 + 12
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--where", "colour=red"], "--where expects key=value"),
+    (["--where", "k"], "--where expects key=value"),
+    (["--where", "k=nine"], "expects a number"),
+    (["--where", "mixup=maybe"], "expects true or false"),
+    (["--status", "finished"], "--status must be one of"),
+    (["--format", "yaml"], "--format must be one of table|csv|json"),
+])
+def test_runs_bad_input(study, cli, args, message):
+    root, _ = study
+    result = cli("runs", *args, "--results", root)
+    assert isinstance(result.exception, UserError) and message in str(result.exception)
+
+
+def test_format_seconds():
+    assert [format_seconds(s) for s in (5, 750, 3725, float("nan"), None)] == ["5s", "12m 30s", "1h 02m", "", ""]
+
+
+def test_device_type():
+    assert collect.device_type("auto", {"device": "cuda", "device_name": "whatever"}) == "gpu"
+    assert collect.device_type("auto", {"device": "cpu", "device_name": "cpu: Intel Xeon"}) == "cpu"
+    assert collect.device_type("auto", {"device_name": "NVIDIA H100 80GB HBM3"}) == "gpu"
+    assert collect.device_type("auto", {"device_name": "Tesla V100-SXM2-16GB"}) == "gpu"
+    assert collect.device_type("auto", {"device_name": "cpu"}) == "cpu"
+    assert collect.device_type("auto", {"device_name": "AMD EPYC 7763 64-Core Processor"}) == "cpu"
+    assert collect.device_type("cuda", {}) == "gpu"
+
+
+def test_load_runs_warns_once_per_broken_dir(study):
+    root, ids = study
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        runs = collect.load_runs(root)
+    skipped = [w for w in caught if issubclass(w.category, SkippedRun)]
+    assert len(skipped) == 1 and ids["broken"][0] in str(skipped[0].message)
+    assert len(runs) == 13

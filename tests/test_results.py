@@ -1,0 +1,89 @@
+"""The results directory never loses or garbles a finished run, even with many writers at once."""
+import multiprocessing as mp
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from cmx.errors import UserError
+from cmx.results import INDEX_COLUMNS, ResultsDir, atomic_write_json, index_row, read_json
+
+
+def _fake_result(i: int) -> dict:
+    return {"run_id": f"run{i:04d}", "dataset": "cifar10", "finished": f"2026-01-01T00:00:{i:02d}",
+            "test_acc": 50.0 + i, "best_test_acc": 60.0 + i, "best_epoch": 3, "params": 1000 + i,
+            "wall_s": 1.5, "img_per_s": 100.0, "provenance": {"device_name": "cpu", "git_commit": "abc"},
+            "config": {"h": 8, "d": 1, "p": 4, "k": 3, "norm": "batch", "act": "gelu", "residual": "eq2",
+                       "scaling": True, "flip": True, "randaug": True, "mixup": True, "erasing": True,
+                       "clip": True, "lr": 0.01, "wd": 0.0, "epochs": 2, "batch_size": 32, "seed": i}}
+
+
+def _append(root, i, barrier):
+    barrier.wait()  # everyone writes at the same moment
+    ResultsDir(root).append_index_row(index_row(_fake_result(i)))
+
+
+def test_sixteen_concurrent_appends_give_sixteen_intact_rows(tmp_path):
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(16)
+    procs = [ctx.Process(target=_append, args=(tmp_path, i, barrier)) for i in range(16)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    df = pd.read_csv(tmp_path / "runs.csv")
+    assert list(df.columns) == list(INDEX_COLUMNS)
+    assert len(df) == 16
+    assert sorted(df["run_id"]) == [f"run{i:04d}" for i in range(16)]
+    assert sorted(df["test_acc"]) == [50.0 + i for i in range(16)]  # no garbled numbers
+    assert df.notna().all().all()
+
+
+def test_index_is_rebuilt_from_run_dirs_and_skips_corrupt_ones(tmp_path):
+    store = ResultsDir(tmp_path)
+    for i in range(3):
+        store.run_dir(f"run{i:04d}").mkdir(parents=True)
+        atomic_write_json(store.run_dir(f"run{i:04d}") / "result.json", _fake_result(i))
+    store.run_dir("broken").mkdir()
+    (store.run_dir("broken") / "result.json").write_text('{"run_id": "broken", "test_')  # half-written
+    store.run_dir("unfinished").mkdir()
+    store.index_csv.write_text("garbage\n")
+    with pytest.warns(UserWarning, match="broken"):
+        assert store.rebuild_index() == 3
+    df = pd.read_csv(store.index_csv)
+    assert list(df["run_id"]) == ["run0000", "run0001", "run0002"]
+
+
+def test_atomic_write_leaves_old_content_when_the_write_fails(tmp_path, monkeypatch):
+    target = tmp_path / "x.json"
+    atomic_write_json(target, {"v": 1})
+    import cmx.results as results
+
+    def broken_fsync(fd):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(results.os, "fsync", broken_fsync)
+    with pytest.raises(OSError):
+        atomic_write_json(target, {"v": 2})
+    assert read_json(target) == {"v": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["x.json"]  # no tmp litter
+
+
+def test_unwritable_results_dir_is_a_user_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(UserError, match="not writable"):
+        ResultsDir(blocker / "results").ensure_writable()
+
+
+def test_state_of_a_dead_running_process_is_interrupted(tmp_path):
+    store = ResultsDir(tmp_path)
+    store.run_dir("r1").mkdir(parents=True)
+    store.write_status("r1", "running", epoch=1, epochs=3)
+    assert store.state("r1") == "running"  # this process is alive
+    record = read_json(store.run_dir("r1") / "status.json")
+    record["pid"] = 2 ** 22 + 12345  # no such process
+    atomic_write_json(store.run_dir("r1") / "status.json", record)
+    assert store.state("r1") == "interrupted"
+    assert store.state("never") == "pending"
