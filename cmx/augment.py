@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import MEAN, STD
-from .randaugment import integers, normal, rand_augment, uniform
+from .randaugment import device_constant, normal, rand_augment, uniform
 
 Tensor = torch.Tensor
 _PRECISION_BITS = 22  # Pillow's fixed-point resampling coefficients (Resample.c)
@@ -94,7 +94,7 @@ def _resample_matrix(start: Tensor, length: Tensor, size: int, bicubic: Tensor) 
 
 def _round_fixed(acc: Tensor) -> Tensor:
     """(acc + 2^21) >> 22, clipped to 8 bits; exact because acc holds integers below 2^31."""
-    return torch.floor((acc + (1 << (_PRECISION_BITS - 1))) / (1 << _PRECISION_BITS)).clamp_(0, 255)
+    return acc.add_(1 << (_PRECISION_BITS - 1)).mul_(2.0 ** -_PRECISION_BITS).floor_().clamp_(0, 255)
 
 
 def resized_crop(x: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, bicubic) -> Tensor:
@@ -103,13 +103,20 @@ def resized_crop(x: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, bic
 
     The passes are float64 matmuls of integer pixels with integer weights: every partial sum is an integer
     below 2^31, so the result is exact whatever the summation order (and TF32 settings do not apply).
+    Why not roi_align / grid_sample: neither reproduces Pillow (no bicubic in roi_align; grid_sample's
+    bicubic is a = −0.75 and it does not renormalise weights at the crop edge). Measured on CPU, 1 thread,
+    batch 128 (shared machine, best of rounds): roi_align (sampling_ratio 1) ≈ 2.4 ms, grid_sample bilinear
+    ≈ 2.4 ms / bicubic ≈ 4.6 ms, this ≈ 7 ms; on a GPU all are negligible.
     """
     n, _, height, width = x.shape
-    bicubic = torch.as_tensor(bicubic, device=x.device).expand(n) if not torch.is_tensor(bicubic) else bicubic
+    if not torch.is_tensor(bicubic):
+        bicubic = torch.full((n,), bicubic, device=x.device)
     wx = _resample_matrix(left, w, width, bicubic)  # (n, W out, W in)
     wy = _resample_matrix(top, h, height, bicubic)  # (n, H out, H in)
-    tmp = _round_fixed(x.double() @ wx.transpose(1, 2).unsqueeze(1))  # (n, 3, H, W out)
-    return _round_fixed(wy.unsqueeze(1) @ tmp).to(torch.uint8)
+    tmp = _round_fixed(torch.bmm(x.double().view(n, -1, width), wx.transpose(1, 2)))  # (n, 3·H, W)
+    tmp = tmp.view(n, 3, height, width).transpose(1, 2).reshape(n, height, 3 * width)  # rows first
+    out = _round_fixed(torch.bmm(wy, tmp))  # (n, H, 3·W)
+    return out.view(n, height, 3, width).transpose(1, 2).to(torch.uint8)
 
 
 def random_resized_crop(x: Tensor, gen: torch.Generator, scale=(0.75, 1.0), ratio=(3 / 4, 4 / 3)) -> Tensor:
@@ -130,8 +137,8 @@ def hflip(x: Tensor, gen: torch.Generator, p: float = 0.5) -> Tensor:
 
 def normalize(x: Tensor) -> Tensor:
     """uint8 (or float on the 0-255 scale) → float32 (x/255 − mean)/std with the CIFAR-10 statistics."""
-    mean = torch.tensor(MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device).view(1, 3, 1, 1)
+    mean = device_constant(MEAN, x.device, torch.float32).view(1, 3, 1, 1)
+    std = device_constant(STD, x.device, torch.float32).view(1, 3, 1, 1)
     return (x.float() / 255.0 - mean) / std
 
 
@@ -148,6 +155,7 @@ def _gamma(gen: torch.Generator, alpha: float, shape, device, candidates: int = 
     v = (1.0 + c * z) ** 3
     ok = (v > 0) & (torch.log(u) < 0.5 * z * z + d - d * v + d * torch.log(v.clamp(min=1e-300)))
     g = (d * v).gather(-1, ok.int().argmax(-1, keepdim=True)).squeeze(-1)
+    g = torch.where(ok.any(-1), g, d)  # never taken in practice; keeps the value positive
     if alpha < 1.0:
         g = g * uniform(gen, shape, device).double().clamp(min=1e-300) ** (1.0 / alpha)
     return g
@@ -172,7 +180,7 @@ def sample_mix_params(gen: torch.Generator, height: int, width: int, device="cpu
     if mixup_alpha > 0 and cutmix_alpha > 0:
         use_cutmix = u[0] < switch_prob
     else:
-        use_cutmix = torch.tensor(cutmix_alpha > 0, device=device)
+        use_cutmix = torch.full((), cutmix_alpha > 0, device=device)
     lam_mix = sample_beta(gen, mixup_alpha, (), device) if mixup_alpha > 0 else torch.ones((), device=device)
     lam_cut = sample_beta(gen, cutmix_alpha, (), device) if cutmix_alpha > 0 else torch.ones((), device=device)
     ratio = torch.sqrt(1.0 - lam_cut.double())

@@ -21,13 +21,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .results import ResultsDir, now_iso
-from .sweep import Outcome, PlannedRun, SweepSummary, failure_reason, write_run_config
+from .results import ResultsDir, atomic_write_bytes, now_iso
+from .executors import Outcome, SweepSummary, failure_reason, write_run_config
+from .sweep import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
@@ -73,7 +75,7 @@ class LocalExecutor:
 
     def __init__(self, results: ResultsDir, slots: list[Slot], python: str = sys.executable,
                  live: bool | None = None, console: Console | None = None):
-        self.results = results
+        self.results = ResultsDir(Path(results.root).resolve())  # absolute paths in the logged commands
         self.slots = slots
         self.python = python
         self.console = console or Console(stderr=True)
@@ -93,7 +95,7 @@ class LocalExecutor:
         return env
 
     def start(self, slot: Slot, run: PlannedRun) -> None:
-        config_file = write_run_config(self.results, run)
+        config_file = child_config(self.results, run)
         log_path = self.results.run_dir(run.run_id) / "train.log"
         cmd = [self.python, "-m", "cmx", "train", "--config", str(config_file),
                "--results", str(self.results.root), "--quiet"]
@@ -180,7 +182,7 @@ class LocalExecutor:
     def say(self, text: str) -> None:
         """Event lines: above the live table on a terminal, plain lines otherwise."""
         if self.live:
-            self.console.print(text, highlight=False, markup=False)
+            self.console.print(text, highlight=False, markup=False, soft_wrap=True)
         else:
             print(text, file=self.console.file, flush=True)
 
@@ -190,12 +192,12 @@ class LocalExecutor:
             table.add_column(col)
         for slot in self.slots:
             if slot.run is None:
-                table.add_row(str(slot.index), slot.gpu or "cpu", "[idle]", "", "", "")
+                table.add_row(str(slot.index), slot.gpu or "cpu", Text("idle", style="dim"), "", "", "")
                 continue
             status = self.results.status(slot.run.run_id) or {}
             epoch = f"{status.get('epoch', 0)}/{status.get('epochs', slot.run.config.epochs)}"
             elapsed = time.strftime("%H:%M:%S", time.gmtime(time.monotonic() - slot.started))
-            table.add_row(str(slot.index), f"gpu {slot.gpu}" if slot.gpu else "cpu", slot.run.title,
+            table.add_row(str(slot.index), f"gpu {slot.gpu}" if slot.gpu else "cpu", Text(slot.run.title),
                           slot.run.run_id, epoch, elapsed)
         n = {s: sum(o.status == s for o in outcomes) for s in ("done", "failed", "interrupted")}
         running = sum(s.run is not None for s in self.slots)
@@ -203,6 +205,18 @@ class LocalExecutor:
         line = Text(f"{n['done'] + n['failed'] + n['interrupted']}/{self.total} finished: {n['done']} done, "
                     f"{n['failed']} failed, {running} running, {len(queue)} queued — {elapsed}")
         return Group(table, line)
+
+
+def child_config(results: ResultsDir, run: PlannedRun) -> Path:
+    """Write config.json (as `cmx train` does) and the settings file the child reads, sweep-config.yaml.
+
+    Why YAML and not config.json itself: `cmx train --config` reads JSON with a YAML 1.1 parser, which takes
+    JSON's `1e-05` for a string; PyYAML's own dump writes `1.0e-05`, which reads back as the same float.
+    """
+    write_run_config(results, run)
+    path = results.run_dir(run.run_id) / "sweep-config.yaml"
+    atomic_write_bytes(path, yaml.safe_dump(run.config.to_dict(), sort_keys=True).encode())
+    return path
 
 
 def describe(slots: list[Slot]) -> str:

@@ -35,9 +35,12 @@ import yaml
 
 from .config import FIELD_NAMES, RunConfig
 from .errors import UserError
-from .results import ResultsDir, atomic_write_json
+from .results import ResultsDir
 
 TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include")
+# Long names people write for the paper's one-letter settings (for "did you mean" hints only).
+ALIASES = {"width": "h", "hidden": "h", "dim": "h", "depth": "d", "patch": "p", "patch_size": "p", "kernel": "k",
+           "kernel_size": "k", "weight_decay": "wd", "learning_rate": "lr", "batch": "batch_size"}
 
 
 # ---------------------------------------------------------------------- YAML that remembers line numbers
@@ -138,8 +141,9 @@ def check_setting(key: Any, value: Any, where: str) -> str:
     """Validate one `key: value` against RunConfig; returns the field name. `where` = 'FILE:LINE' or '--set'."""
     name = str(key).replace("-", "_")
     if name not in FIELD_NAMES:
-        close = difflib.get_close_matches(name, FIELD_NAMES, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(FIELD_NAMES)})"
+        close = difflib.get_close_matches(name, (*FIELD_NAMES, *ALIASES), n=1)
+        hint = (f" (did you mean '{ALIASES.get(close[0], close[0])}'?)" if close
+                else f" (known: {', '.join(FIELD_NAMES)})")
         raise UserError(f"{where}: unknown key '{key}'{hint}")
     if isinstance(value, (dict, list)):
         raise UserError(f"{where}: '{key}' must be a single value, got a {'list' if isinstance(value, list) else 'mapping'}")
@@ -365,83 +369,3 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
             run.labels.append(variant.label)
     name = load_yaml(path).get("name", path.stem)
     return Plan(str(name), path, list(by_id.values()), len(variants), ResultsDir(results)).refresh()
-
-
-# ---------------------------------------------------------------------- what executors report back
-SKIP_STATES = ("done", "running", "failed")
-
-
-@dataclass
-class Outcome:
-    """What happened to one run in this invocation. status: done | failed | interrupted | skipped."""
-
-    run: PlannedRun
-    status: str
-    reason: str = ""  # one line: why it failed / was skipped
-    trained: bool = False  # did this invocation train (part of) it?
-
-
-@dataclass
-class SweepSummary:
-    outcomes: list[Outcome]
-    signal: int | None = None  # set when the user stopped the sweep (SIGINT → exit 130)
-    jobs: list[str] = field(default_factory=list)  # submitted job ids (SLURM)
-    waited: bool = True  # False: jobs were submitted and are still running
-
-    def count(self, status: str) -> int:
-        return sum(o.status == status for o in self.outcomes)
-
-    @property
-    def exit_code(self) -> int:
-        """130 after Ctrl-C (128 + signal), 0 if every run is done (or was submitted), else 1."""
-        if self.signal is not None:
-            return 128 + self.signal
-        if not self.waited:
-            return 0
-        return 0 if all(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
-                        for o in self.outcomes) else 1
-
-
-def select_runs(plan: Plan, rerun_failed: bool = False) -> tuple[list[PlannedRun], list[Outcome]]:
-    """Split the plan into runs to launch (pending, interrupted, failed if asked) and skipped outcomes."""
-    todo, skipped = [], []
-    for run in plan.refresh().runs:
-        if run.state == "done":
-            skipped.append(Outcome(run, "skipped", "already done"))
-        elif run.state == "running":
-            status = plan.results.status(run.run_id) or {}
-            skipped.append(Outcome(run, "skipped", f"running elsewhere (pid {status.get('pid')} on "
-                                                   f"{status.get('host')})"))
-        elif run.state == "failed" and not rerun_failed:
-            error = (plan.results.status(run.run_id) or {}).get("error") or "failed"
-            skipped.append(Outcome(run, "skipped", f"failed earlier ({error}); use --rerun-failed"))
-        else:
-            todo.append(run)
-    return todo, skipped
-
-
-def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pid: int | None = None) -> str:
-    """One line: the run's status.json error (if this process wrote it), else the log's last line."""
-    status = results.status(run_id) or {}
-    if status.get("status") == "failed" and status.get("error") and (pid is None or status.get("pid") == pid):
-        return str(status["error"]).splitlines()[0]
-    if log is not None:
-        try:
-            lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
-        except OSError:
-            lines = []
-        if lines:
-            return lines[-1][:300]
-    return str(status.get("error") or "unknown error (no status, no log)")
-
-
-def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
-    """Write the run's config.json (what `cmx train` writes first) before launching it.
-
-    The child reads its settings from this file, and a queued run is visible to `cmx runs`/`cmx table`.
-    """
-    run_dir = results.run_dir(run.run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.json"
-    atomic_write_json(path, {**run.config.to_dict(), "run_id": run.run_id, "dataset": run.dataset})
-    return path

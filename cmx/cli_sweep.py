@@ -1,0 +1,232 @@
+"""`cmx sweep FILE`: plan a YAML sweep, show what is done, and train the rest locally or on SLURM.
+
+A thin wrapper: planning is cmx.sweep, the projection cmx.estimate, running cmx.executor_local /
+cmx.executor_slurm. Nothing here imports cmx.train (a dry run must work without the training stack).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .errors import CmxError, UserError
+from .estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
+from .executors import SweepSummary, select_runs
+from .sweep import Plan, PlannedRun, make_plan, parse_seeds
+
+Opt = typer.Option
+STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
+STATE_ORDER = ("done", "running", "interrupted", "failed", "pending")
+EXECUTORS = ("local", "slurm", "local-submitit", "debug")
+
+
+def sweep(
+    file: Annotated[Path, typer.Argument(help="sweep YAML, e.g. sweeps/paper.yaml", show_default=False)],
+    results: Annotated[Optional[Path], Opt("--results", help="results directory [default: $CMX_RESULTS or results/]")] = None,
+    set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for every run (YAML scalar), e.g. --set epochs=10; repeatable")] = None,
+    seeds: Annotated[Optional[str], Opt("--seeds", help="comma-separated seeds, replacing the files' seeds, e.g. 0,1,2")] = None,
+    dry_run: Annotated[bool, Opt("--dry-run", help="show every run, its status and the projected GPU-hours; launch nothing")] = False,
+    tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s per GPU for the GPU-hour projection")] = DEFAULT_TFLOPS,
+    executor: Annotated[str, Opt("--executor", help="local | slurm | local-submitit | debug (the last two: submitit's local/in-process runners, for tests)")] = "local",
+    rerun_failed: Annotated[bool, Opt("--rerun-failed", help="also launch runs that failed before (they resume from their checkpoint)")] = False,
+    gpus: Annotated[Optional[str], Opt("--gpus", help="local: GPUs to use, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per slot)")] = None,
+    per_gpu: Annotated[Optional[int], Opt("--per-gpu", help="local: runs sharing one GPU [default: 1]")] = None,
+    workers: Annotated[Optional[int], Opt("--workers", help="local without --gpus: parallel CPU runs, splitting the cores [default: 1]")] = None,
+    partition: Annotated[Optional[str], Opt("--partition", help="slurm: partition")] = None,
+    time: Annotated[Optional[float], Opt("--time", help="slurm: time limit per job in minutes; longer runs are requeued from their checkpoint [default: 480]")] = None,
+    gpus_per_run: Annotated[Optional[int], Opt("--gpus-per-run", help="slurm: GPUs per run, 0 for CPU [default: 1]")] = None,
+    cpus_per_run: Annotated[Optional[int], Opt("--cpus-per-run", help="slurm: CPUs per run [default: 4]")] = None,
+    mem: Annotated[Optional[float], Opt("--mem", help="slurm: memory per run in GB [default: the cluster's]")] = None,
+    account: Annotated[Optional[str], Opt("--account", help="slurm: account to charge")] = None,
+    max_parallel: Annotated[Optional[int], Opt("--max-parallel", help="slurm: at most N runs of the job array at a time")] = None,
+    slurm_extra: Annotated[Optional[list[str]], Opt("--slurm-extra", help="slurm: extra sbatch KEY=VALUE (e.g. qos=high, constraint=a100); repeatable")] = None,
+    wait: Annotated[bool, Opt("--wait", help="slurm: block until every job has finished, then print the summary")] = False,
+):
+    """Plan a sweep (YAML), show what is done, and train the rest: locally in slots, or as a SLURM job array.
+
+    Done runs are skipped, interrupted ones resume from their checkpoint, failed ones are skipped unless
+    --rerun-failed. Identical configs (same run_id) across files are trained once.
+    """
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if not tflops > 0:
+        raise UserError(f"--tflops must be > 0, got {tflops}")
+    plan = make_plan(file, results, overrides=set_, seeds=parse_seeds(seeds))
+    local_opts = {"--gpus": gpus, "--per-gpu": per_gpu, "--workers": workers}
+    slurm_opts = {"--partition": partition, "--time": time, "--gpus-per-run": gpus_per_run,
+                  "--cpus-per-run": cpus_per_run, "--mem": mem, "--account": account,
+                  "--max-parallel": max_parallel, "--slurm-extra": slurm_extra, "--wait": wait or None}
+    wrong = [k for k, v in (slurm_opts if executor == "local" else local_opts).items() if v]
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} cannot be used with --executor {executor}")
+    if per_gpu is not None and gpus is None:
+        raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
+    if workers is not None and gpus is not None:
+        raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
+    if dry_run:
+        print_plan(plan, tflops)
+        return
+    todo, skipped = select_runs(plan, rerun_failed)
+    console = Console(stderr=True, highlight=False)
+    hours = sum(estimate(r.config, tflops, _sizes(r)).gpu_hours for r in todo)
+    if executor == "local":
+        from .executor_local import LocalExecutor, describe, make_slots
+
+        slots = make_slots(_parse_gpus(gpus), _positive(per_gpu, 1, "--per-gpu"), _positive(workers, 1, "--workers"))
+        where = describe(slots)
+        runner = LocalExecutor(plan.results, slots, console=console)
+    else:
+        from .executor_slurm import SlurmOptions, SubmititExecutor
+
+        options = SlurmOptions(
+            partition=partition, time_min=_positive(time, 480, "--time"),
+            gpus_per_run=_non_negative(gpus_per_run, 1, "--gpus-per-run"),
+            cpus_per_run=_positive(cpus_per_run, 4, "--cpus-per-run"),
+            mem_gb=None if mem is None else _positive(mem, 0, "--mem"), account=account,
+            max_parallel=None if max_parallel is None else _positive(max_parallel, 0, "--max-parallel"),
+            extra=_parse_extra(slurm_extra), name=f"cmx-{plan.name}")
+        where = f"--executor {executor}"
+        runner = SubmititExecutor(plan.results, executor, options, wait=wait, echo=typer.echo)
+    console.print(f"sweep {plan.name}: {len(plan.runs)} runs — {_counts(plan)}; {len(todo)} to launch "
+                  f"({where}; ≈{_hours(hours)} GPU-h projected at {tflops:g} TFLOP/s)", soft_wrap=True)
+    summary = runner.submit(todo)
+    summary.outcomes = skipped + summary.outcomes
+    print_summary(plan, summary)
+    if summary.exit_code:
+        raise SweepIncomplete(summary)
+
+
+class SweepIncomplete(CmxError):
+    """Not every run ended done: exit 1, or 128 + signal when the user stopped the sweep.
+
+    A CmxError rather than typer.Exit: cmx.cli.main() maps CmxError to its exit code (one stderr line).
+    """
+
+    def __init__(self, summary: SweepSummary):
+        self.exit_code = summary.exit_code
+        if summary.signal is not None:
+            message = "sweep stopped; every run is resumable: run the same command again"
+        else:
+            bad = len(summary.outcomes) - sum(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
+                                              for o in summary.outcomes)
+            message = f"{bad} of {len(summary.outcomes)} runs are not done (listed above)"
+        super().__init__(message)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("sweep")(sweep)
+
+
+# ---------------------------------------------------------------------- output
+def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> None:
+    """The dry run: a table of runs with status, a summary line and the GPU-hour projection."""
+    console = console or Console(width=None if Console().is_terminal else 200, highlight=False)
+    table = Table(title=f"sweep {plan.name} ({plan.path})", title_justify="left", header_style="bold")
+    for col, kw in (("#", {"justify": "right"}), ("sweep", {}), ("label", {}), ("config", {}), ("run_id", {}),
+                    ("status", {}), ("GPU-h", {"justify": "right"})):
+        table.add_column(col, **kw)
+    total = left = 0.0
+    for i, run in enumerate(plan.runs, 1):
+        hours = estimate(run.config, tflops, _sizes(run)).gpu_hours
+        total += hours
+        left += hours if run.state != "done" else 0.0
+        state = run.state
+        if state in ("failed", "running", "interrupted"):
+            status = plan.results.status(run.run_id) or {}
+            if status.get("epoch") is not None and state != "failed":
+                state += f" {status.get('epoch')}/{status.get('epochs', run.config.epochs)}"
+        table.add_row(str(i), Text(", ".join(run.sweeps)), Text(run.label), Text(run.config.summary()), run.run_id,
+                      Text(state, style=STATE_STYLE.get(run.state, "")), f"{hours:.2f}")
+    console.print(table)
+    shared = plan.n_variants - len(plan.runs)
+    dedupe = f" ({plan.n_variants} configs; {shared} shared by several sweep entries, trained once)" if shared else ""
+    console.print(f"{len(plan.runs)} runs: {_counts(plan)}{dedupe}", soft_wrap=True)
+    console.print(f"estimated GPU-hours: {_hours(left)} for the {sum(r.state != 'done' for r in plan.runs)} runs not "
+                  f"done ({_hours(total)} for all {len(plan.runs)}); {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
+    for data in sorted({r.config.data for r in plan.runs}):
+        if dataset_sizes(data) == (50_000, 10_000) and not _has_data(data):
+            console.print(f"note: no CIFAR-10 under '{data}' yet: training downloads it there "
+                          f"(run ids assume the full official dataset; use --set data=DIR to point elsewhere)",
+                          soft_wrap=True)
+
+
+def print_summary(plan: Plan, summary: SweepSummary) -> None:
+    """What this invocation did: counts, then one line per failed/interrupted/skipped-failed run."""
+    if not summary.waited and summary.signal is None:
+        typer.echo(f"sweep {plan.name}: {summary.count('submitted')} submitted, {summary.count('skipped')} skipped "
+                   f"(not launched again: done, running or failed)")
+        return
+    done_now = sum(o.status == "done" for o in summary.outcomes)
+    already = sum(o.status == "skipped" and o.run.state == "done" for o in summary.outcomes)
+    parts = [f"{done_now + already} done ({done_now} trained now, {already} already done)"]
+    for status in ("failed", "interrupted", "skipped", "submitted"):
+        n = summary.count(status) - (already if status == "skipped" else 0)
+        if n:
+            parts.append(f"{n} {status}")
+    typer.echo(f"sweep {plan.name}: {len(summary.outcomes)} runs: {', '.join(parts)}")
+    for outcome in summary.outcomes:
+        if outcome.status in ("failed", "interrupted") or (outcome.status == "skipped" and outcome.run.state != "done"):
+            run = outcome.run
+            label = f"{run.label} ({run.config.summary()})" if run.label else run.config.summary()
+            typer.echo(f"  {outcome.status:<11} {run.run_id}  {label}: {outcome.reason}")
+    if summary.signal is not None:
+        typer.echo("stopped by the user; run the same command to resume")
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:.1f}" if hours >= 1 else f"{hours:.2g}"
+
+
+def _counts(plan: Plan) -> str:
+    counts = plan.counts()
+    return ", ".join(f"{counts[s]} {s}" for s in STATE_ORDER if counts[s]) or "nothing to run"
+
+
+# ---------------------------------------------------------------------- option parsing
+def _sizes(run: PlannedRun) -> tuple[int, int]:
+    return dataset_sizes(run.config.data)  # a few stat() calls
+
+
+def _has_data(data: str) -> bool:
+    from .data import TEST_FILE, batches_dir
+
+    return (batches_dir(data) / TEST_FILE).is_file()
+
+
+def _parse_gpus(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    gpus = [g.strip() for g in text.split(",")]
+    if not all(g.isdigit() or (g and g.replace("-", "").isalnum()) for g in gpus):
+        raise UserError(f"--gpus {text!r}: expected comma-separated GPU indices, e.g. --gpus 0,1,2,3")
+    return gpus
+
+
+def _positive(value, default, name: str):
+    value = default if value is None else value
+    if not value > 0:
+        raise UserError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def _non_negative(value, default, name: str):
+    value = default if value is None else value
+    if value < 0:
+        raise UserError(f"{name} must be ≥ 0, got {value}")
+    return value
+
+
+def _parse_extra(items: list[str] | None) -> dict:
+    """--slurm-extra qos=high → {'qos': 'high'}; a bare flag (--slurm-extra exclusive) → True."""
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise UserError(f"--slurm-extra {item!r}: expected KEY=VALUE, e.g. --slurm-extra qos=high")
+        extra[key] = value if sep else True
+    return extra

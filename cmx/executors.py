@@ -1,0 +1,95 @@
+"""The executor interface: what every executor takes (planned runs) and gives back (a SweepSummary).
+
+Executors (executor_local: subprocess slots on this machine; executor_slurm: submitit job arrays) share one
+method, `submit(runs) -> SweepSummary`, plus the helpers here, so skipping, failure reasons and exit codes
+mean the same whichever one ran the sweep.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from .results import ResultsDir, atomic_write_json
+from .sweep import Plan, PlannedRun
+
+
+class Executor(Protocol):
+    def submit(self, runs: list[PlannedRun]) -> "SweepSummary":
+        """Train (or submit) `runs`; return what happened to each."""
+
+
+@dataclass
+class Outcome:
+    """What happened to one run in this invocation: done | failed | interrupted | skipped | submitted."""
+
+    run: PlannedRun
+    status: str
+    reason: str = ""  # one line: why it failed / was skipped
+    trained: bool = False  # did this invocation train (part of) it?
+
+
+@dataclass
+class SweepSummary:
+    outcomes: list[Outcome]
+    signal: int | None = None  # set when the user stopped the sweep (SIGINT → exit 130)
+    jobs: list[str] = field(default_factory=list)  # submitted job ids (SLURM)
+    waited: bool = True  # False: jobs were submitted and are still running
+
+    def count(self, status: str) -> int:
+        return sum(o.status == status for o in self.outcomes)
+
+    @property
+    def exit_code(self) -> int:
+        """130 after Ctrl-C (128 + signal), 0 if every run is done (or was submitted), else 1."""
+        if self.signal is not None:
+            return 128 + self.signal
+        if not self.waited:
+            return 0
+        return 0 if all(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
+                        for o in self.outcomes) else 1
+
+
+def select_runs(plan: Plan, rerun_failed: bool = False) -> tuple[list[PlannedRun], list[Outcome]]:
+    """Split the plan into runs to launch (pending, interrupted, failed if asked) and skipped outcomes."""
+    todo, skipped = [], []
+    for run in plan.refresh().runs:
+        if run.state == "done":
+            skipped.append(Outcome(run, "skipped", "already done"))
+        elif run.state == "running":
+            status = plan.results.status(run.run_id) or {}
+            skipped.append(Outcome(run, "skipped", f"running elsewhere (pid {status.get('pid')} on "
+                                                   f"{status.get('host')})"))
+        elif run.state == "failed" and not rerun_failed:
+            error = (plan.results.status(run.run_id) or {}).get("error") or "failed"
+            skipped.append(Outcome(run, "skipped", f"failed earlier ({error}); use --rerun-failed"))
+        else:
+            todo.append(run)
+    return todo, skipped
+
+
+def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pid: int | None = None) -> str:
+    """One line: the run's status.json error (if this process wrote it), else the log's last line."""
+    status = results.status(run_id) or {}
+    if status.get("status") == "failed" and status.get("error") and (pid is None or status.get("pid") == pid):
+        return str(status["error"]).splitlines()[0]
+    if log is not None:
+        try:
+            lines = [ln.strip() for ln in log.read_text(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            lines = []
+        if lines:
+            return lines[-1][:300]
+    return str(status.get("error") or "unknown error (no status, no log)")
+
+
+def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
+    """Write the run's config.json (what `cmx train` writes first) before launching it.
+
+    The child reads its settings from this file, and a queued run is visible to `cmx runs`/`cmx table`.
+    """
+    run_dir = results.run_dir(run.run_id)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / "config.json"
+    atomic_write_json(path, {**run.config.to_dict(), "run_id": run.run_id, "dataset": run.dataset})
+    return path
