@@ -3,7 +3,8 @@
 # marked `slurm` run `cmx sweep --executor slurm` for real. Follows ../shared/reference/slurm-notes.md.
 #
 #   .ci/start-slurm.sh          install (apt) if missing, configure, start, wait until the node is idle
-#   .ci/start-slurm.sh --stop   stop only the daemons this script started (by the pids it recorded)
+#   .ci/start-slurm.sh --stop   stop only the daemons this script started (by the pids it recorded),
+#                               after waiting up to 30 s for the queue to empty
 #
 # Idempotent: a second call finds the node idle and only prints the status line. It never overwrites a
 # slurm.conf it did not write (a real cluster's config stays untouched). Needs root (apt, daemons).
@@ -22,8 +23,15 @@ alive() { [[ -f "$PIDS/$1.pid" ]] && kill -0 "$(cat "$PIDS/$1.pid")" 2>/dev/null
 node_state() { sinfo -h -n "$HOST" -o %T 2>/dev/null | head -n1 || true; }  # 'idle*' = not responding
 
 if [[ "${1:-}" == "--stop" ]]; then
+    # let finishing jobs end first: killing slurmd under a running step leaves orphaned slurmstepd/srun
+    for _ in $(seq 60); do [[ -z "$(squeue -h 2>/dev/null)" ]] && break; sleep 0.5; done
     for d in slurmd slurmctld munged; do
-        if alive "$d"; then kill "$(cat "$PIDS/$d.pid")" && echo "slurm: stopped $d (pid $(cat "$PIDS/$d.pid"))"; fi
+        if alive "$d"; then
+            pid=$(cat "$PIDS/$d.pid")
+            kill "$pid"
+            for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done  # saves its state first
+            echo "slurm: stopped $d (pid $pid)"
+        fi
         rm -f "$PIDS/$d.pid"
     done
     exit 0
@@ -94,9 +102,11 @@ if [[ ! -f "$CONF" ]] || [[ "$(cat "$CONF")" != "$CONF_TEXT" ]]; then
     for d in slurmd slurmctld; do alive "$d" && kill "$(cat "$PIDS/$d.pid")" && sleep 1; done
 fi
 
-# 4. daemons (they daemonize and write their pid files, so a later --stop can find them)
-alive slurmctld || slurmctld || die "slurmctld did not start (see $LOGS/slurmctld.log)"
-alive slurmd || slurmd || die "slurmd did not start (see $LOGS/slurmd.log)"
+# 4. daemons (they daemonize and write their pid files, so a later --stop can find them). -c: start from
+#    a clean state; jobs recorded by an earlier session of this throwaway cluster have no processes left
+#    and would otherwise hold the node until their time limit.
+alive slurmctld || slurmctld -c || die "slurmctld did not start (see $LOGS/slurmctld.log)"
+alive slurmd || slurmd -c || die "slurmd did not start (see $LOGS/slurmd.log)"
 
 # 5. wait for the node to be idle (a node left down/drained by an earlier run is resumed)
 for i in $(seq 60); do

@@ -12,7 +12,6 @@ from typing import Annotated, Optional
 
 import importlib
 import typer
-import yaml
 
 from .config import RunConfig
 from .errors import CmxError, UserError
@@ -27,15 +26,16 @@ ResultsOpt = Annotated[Optional[Path], Opt("--results", help="results directory 
 
 
 def load_config_file(path: Path) -> dict:
-    """A JSON or YAML mapping of RunConfig keys (e.g. a previous run's config.json)."""
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise UserError(f"cannot read --config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"--config {path} is not valid JSON/YAML: {str(err).splitlines()[0]}") from None
+    """A JSON or YAML mapping of RunConfig keys (e.g. a previous run's config.json).
+
+    Read with the sweep files' loader, which (unlike plain PyYAML) takes `1e-05` as a number.
+    """
+    from .sweep import load_yaml
+
+    loaded = load_yaml(path, what="--config")
     if not isinstance(loaded, dict):
         raise UserError(f"--config {path} must hold a mapping of settings")
+    loaded = dict(loaded)
     loaded.pop("run_id", None), loaded.pop("dataset", None)  # written into config.json, not settings
     return loaded
 
@@ -155,8 +155,8 @@ NO_ARGS, USAGE, EXIT, ABORT = (_click_exceptions(n) for n in ("NoArgsIsHelpError
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app and map errors to one stderr line + exit code."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="cmx")
-        return 0
+        code = app(args=argv, standalone_mode=False, prog_name="cmx")
+        return code if isinstance(code, int) else 0  # typer.Exit(n) comes back as a return value here
     except CmxError as err:
         typer.echo(f"cmx: error: {err}" if err.exit_code == 2 else f"cmx: {err}", err=True)
         return err.exit_code

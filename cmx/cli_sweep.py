@@ -25,15 +25,15 @@ EXECUTORS = ("local", "slurm", "local-submitit", "debug")
 
 
 def sweep(
-    file: Annotated[Path, typer.Argument(help="sweep YAML, e.g. sweeps/paper.yaml", show_default=False)],
-    results: Annotated[Optional[Path], Opt("--results", help="results directory [default: $CMX_RESULTS or results/]")] = None,
-    set_: Annotated[Optional[list[str]], Opt("--set", help="KEY=VALUE for every run (YAML scalar), e.g. --set epochs=10; repeatable")] = None,
-    seeds: Annotated[Optional[str], Opt("--seeds", help="comma-separated seeds, replacing the files' seeds, e.g. 0,1,2")] = None,
+    file: Annotated[Path, typer.Argument(metavar="FILE", help="sweep YAML, e.g. sweeps/paper.yaml", show_default=False)],
+    results: Annotated[Optional[Path], Opt("--results", metavar="DIR", help="results directory [default: $CMX_RESULTS or results/]")] = None,
+    set_: Annotated[Optional[list[str]], Opt("--set", metavar="KEY=VALUE", help="KEY=VALUE for every run (YAML scalar), e.g. --set epochs=10; repeatable")] = None,
+    seeds: Annotated[Optional[str], Opt("--seeds", metavar="0,1,2", help="comma-separated seeds, replacing the files' seeds, e.g. 0,1,2")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="show every run, its status and the projected GPU-hours; launch nothing")] = False,
     tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s per GPU for the GPU-hour projection")] = DEFAULT_TFLOPS,
     executor: Annotated[str, Opt("--executor", help="local | slurm | local-submitit | debug (the last two: submitit's local/in-process runners, for tests)")] = "local",
     rerun_failed: Annotated[bool, Opt("--rerun-failed", help="also launch runs that failed before (they resume from their checkpoint)")] = False,
-    gpus: Annotated[Optional[str], Opt("--gpus", help="local: GPUs to use, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per slot)")] = None,
+    gpus: Annotated[Optional[str], Opt("--gpus", metavar="0,1,...", help="local: GPUs to use, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per slot)")] = None,
     per_gpu: Annotated[Optional[int], Opt("--per-gpu", help="local: runs sharing one GPU [default: 1]")] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="local without --gpus: parallel CPU runs, splitting the cores [default: 1]")] = None,
     partition: Annotated[Optional[str], Opt("--partition", help="slurm: partition")] = None,
@@ -43,7 +43,7 @@ def sweep(
     mem: Annotated[Optional[float], Opt("--mem", help="slurm: memory per run in GB [default: the cluster's]")] = None,
     account: Annotated[Optional[str], Opt("--account", help="slurm: account to charge")] = None,
     max_parallel: Annotated[Optional[int], Opt("--max-parallel", help="slurm: at most N runs of the job array at a time")] = None,
-    slurm_extra: Annotated[Optional[list[str]], Opt("--slurm-extra", help="slurm: extra sbatch KEY=VALUE (e.g. qos=high, constraint=a100); repeatable")] = None,
+    slurm_extra: Annotated[Optional[list[str]], Opt("--slurm-extra", metavar="KEY=VALUE", help="slurm: extra sbatch KEY=VALUE (e.g. qos=high, constraint=a100); repeatable")] = None,
     wait: Annotated[bool, Opt("--wait", help="slurm: block until every job has finished, then print the summary")] = False,
 ):
     """Plan a sweep (YAML), show what is done, and train the rest: locally in slots, or as a SLURM job array.
@@ -80,8 +80,10 @@ def sweep(
         where = describe(slots)
         runner = LocalExecutor(plan.results, slots, console=console)
     else:
-        from .executor_slurm import SlurmOptions, SubmititExecutor
+        from .executor_slurm import SlurmOptions, SubmititExecutor, check_slurm
 
+        if executor == "slurm":
+            check_slurm()
         options = SlurmOptions(
             partition=partition, time_min=_positive(time, 480, "--time"),
             gpus_per_run=_non_negative(gpus_per_run, 1, "--gpus-per-run"),
@@ -145,10 +147,11 @@ def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> Non
     shared = plan.n_variants - len(plan.runs)
     dedupe = f" ({plan.n_variants} configs; {shared} shared by several sweep entries, trained once)" if shared else ""
     console.print(f"{len(plan.runs)} runs: {_counts(plan)}{dedupe}", soft_wrap=True)
-    console.print(f"estimated GPU-hours: {_hours(left)} for the {sum(r.state != 'done' for r in plan.runs)} runs not "
-                  f"done ({_hours(total)} for all {len(plan.runs)}); {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
+    not_done = sum(r.state != "done" for r in plan.runs)
+    console.print(f"estimated GPU-hours: {_hours(left)} for the {not_done} runs not done ({_hours(total)} for all "
+                  f"{len(plan.runs)}); {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
     for data in sorted({r.config.data for r in plan.runs}):
-        if dataset_sizes(data) == (50_000, 10_000) and not _has_data(data):
+        if not _has_data(data):
             console.print(f"note: no CIFAR-10 under '{data}' yet: training downloads it there "
                           f"(run ids assume the full official dataset; use --set data=DIR to point elsewhere)",
                           soft_wrap=True)
@@ -158,7 +161,7 @@ def print_summary(plan: Plan, summary: SweepSummary) -> None:
     """What this invocation did: counts, then one line per failed/interrupted/skipped-failed run."""
     if not summary.waited and summary.signal is None:
         typer.echo(f"sweep {plan.name}: {summary.count('submitted')} submitted, {summary.count('skipped')} skipped "
-                   f"(not launched again: done, running or failed)")
+                   f"(done, running, failed or already queued)")
         return
     done_now = sum(o.status == "done" for o in summary.outcomes)
     already = sum(o.status == "skipped" and o.run.state == "done" for o in summary.outcomes)

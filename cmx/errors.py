@@ -30,3 +30,6 @@ class Interrupted(CmxError):
         super().__init__(message)
         self.signum = signum
         self.exit_code = 128 + signum
+
+    def __reduce__(self):  # picklable across processes (submitit returns exceptions to the submitter)
+        return (type(self), (str(self), self.signum))

@@ -27,8 +27,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .results import ResultsDir, atomic_write_bytes, now_iso
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
+from .results import ResultsDir, atomic_write_bytes, now_iso
 from .sweep import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
@@ -142,7 +142,12 @@ class LocalExecutor:
         try:
             if live:
                 live.start()
+            announced = False
             while queue or any(s.proc for s in self.slots):
+                if self.signal is not None and not announced:
+                    announced = True
+                    self.say(f"[stop] {signal.Signals(self.signal).name}: running trainings save a checkpoint "
+                             f"and stop; press Ctrl-C again to stop them at once")
                 for slot in self.slots:
                     if slot.proc is not None and (code := slot.proc.poll()) is not None:
                         outcomes.append(self.finish(slot, code))
@@ -161,14 +166,13 @@ class LocalExecutor:
         return SweepSummary(outcomes, signal=self.signal)
 
     def _on_signal(self, signum, frame) -> None:
-        """First signal: stop launching and forward it once; another: forward again (children exit at once)."""
+        """First signal: stop launching and forward it once; another: forward again (children exit at once).
+
+        Only flags and os.kill here: printing from a signal handler can re-enter the stream being written.
+        """
         if self.signal is None:
             self.signal = signum
-            self.say(f"[stop] {signal.Signals(signum).name}: asking running trainings to save a checkpoint "
-                     f"and stop; press Ctrl-C again to stop them at once")
-            self._forward(signum)
-        else:
-            self._forward(signum)
+        self._forward(signum)
 
     def _forward(self, signum: int) -> None:
         for slot in self.slots:

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .errors import UserError
-from .results import ResultsDir, atomic_write_json, now_iso, read_json
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
+from .results import ResultsDir, atomic_write_json, now_iso, read_json
 from .sweep import PlannedRun
 
 CLUSTERS = ("slurm", "local-submitit", "debug")
@@ -125,6 +125,11 @@ def _usr_signal() -> int:
         return signal.SIGUSR2
 
 
+def check_slurm() -> None:
+    if shutil.which("sbatch") is None or shutil.which("srun") is None:
+        raise UserError("--executor slurm: sbatch/srun not found; run on a SLURM login node (or use --executor local)")
+
+
 def make_submitit_executor(cluster: str, folder: Path, opts: SlurmOptions):
     """submitit's Slurm/Local/Debug executor with our options mapped onto its parameters."""
     import submitit
@@ -138,15 +143,15 @@ def make_submitit_executor(cluster: str, folder: Path, opts: SlurmOptions):
         return executor
     if cluster != "slurm":
         raise UserError(f"--executor must be one of local, {', '.join(CLUSTERS)}; got {cluster!r}")
-    if shutil.which("sbatch") is None or shutil.which("srun") is None:
-        raise UserError("--executor slurm: sbatch/srun not found; run on a SLURM login node (or use --executor local)")
+    check_slurm()
     try:
         executor = submitit.SlurmExecutor(folder, max_num_timeout=MAX_REQUEUES)
     except RuntimeError as err:
         raise UserError(f"--executor slurm: {err} (is this a SLURM login node?)") from None
     minutes = max(1, math.ceil(opts.time_min))
     params = dict(job_name=opts.name, time=minutes, cpus_per_task=opts.cpus_per_run,
-                  signal_delay_s=min(opts.signal_delay_s, 15 * minutes),  # short limits: warn at 3/4 of it partition=opts.partition, account=opts.account,
+                  signal_delay_s=min(opts.signal_delay_s, 15 * minutes),  # short limits: signal at 3/4 of it
+                  partition=opts.partition, account=opts.account,
                   mem=f"{opts.mem_gb:g}GB" if opts.mem_gb else None,
                   gpus_per_node=opts.gpus_per_run or None,
                   array_parallelism=opts.max_parallel,
@@ -183,7 +188,7 @@ class SubmititExecutor:
 
     def _submit(self, runs: list[PlannedRun]) -> SweepSummary:
         if self.cluster == "slurm":
-            make_submitit_executor("slurm-check", self.folder, self.options)  # fail before writing anything
+            check_slurm()  # fail before writing anything
         self.results.ensure_writable()
         self.folder.mkdir(parents=True, exist_ok=True)
         executor = make_submitit_executor(self.cluster, self.folder, self.options)
@@ -196,7 +201,8 @@ class SubmititExecutor:
         try:
             jobs = executor.map_array(TrainJob(), configs, roots)
         except Exception as err:  # sbatch refusals surface as submitit/subprocess errors
-            raise UserError(f"--executor {self.cluster}: submission failed: {str(err).strip().splitlines()[-1]}") from None
+            last = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+            raise UserError(f"--executor {self.cluster}: submission failed: {last}") from None
         ids = [job.job_id for job in jobs]
         for run, job_id in zip(runs, ids):  # lets the next `cmx sweep` see that the run is already queued
             atomic_write_json(self.results.run_dir(run.run_id) / SUBMITTED,

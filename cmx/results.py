@@ -24,6 +24,7 @@ import socket
 import tempfile
 import time
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +137,7 @@ class ResultsDir:
             return "done"
         status = self.status(run_id)
         if status and status.get("status") in STATUSES:
-            if status["status"] == "running" and not _pid_alive(status):
+            if status["status"] == "running" and (not _pid_alive(status) or _stale(status)):
                 return "interrupted"  # the process died without saying so (SIGKILL, node loss)
             return status["status"]
         return "pending"
@@ -219,6 +220,22 @@ def _csv_line(row: dict[str, Any]) -> str:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(["" if row.get(c) is None else row.get(c) for c in INDEX_COLUMNS])
     return buf.getvalue()
+
+
+STALE_AFTER_S = 6 * 3600  # a running run rewrites status.json every epoch; this long without is a dead job
+
+
+def _stale(status: dict) -> bool:
+    """A 'running' status from another host that has not been refreshed for STALE_AFTER_S seconds.
+
+    We cannot see a process on another node, so a run killed hard there (SLURM node failure) would read
+    'running' forever and never be resubmitted. Epochs of the paper's models take minutes on a GPU.
+    """
+    try:
+        updated = datetime.strptime(status["updated"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
+    except (KeyError, TypeError, ValueError):
+        return False
+    return time.time() - updated > STALE_AFTER_S
 
 
 def _pid_alive(status: dict) -> bool:

@@ -16,10 +16,11 @@ A sweep file (sweeps/*.yaml):
     include: [table7.yaml]        # optional other sweep files (paths relative to this one)
 
 Expansion: every run × every grid point × every seed, layered base < run < grid point < seed < `--set`
-(`--seeds` replaces the files' seed lists). Included files expand on their own (their own base), before
-this file's runs. Runs with the same run_id, within a file or across included files, are planned once and
-remember every sweep and label that asked for them. Relative `data` paths are relative to the working
-directory, as with `cmx train --data`.
+(`--seeds` replaces the files' seed lists). Included files expand first, with their own base; the
+including file's `base` and `seeds` override theirs (like `--set`/`--seeds` for that subtree), and it
+has runs of its own only if it gives `runs` or `grid`. Runs with the same run_id, within a file or across
+included files, are planned once and remember every sweep and label that asked for them. Relative `data`
+paths are relative to the working directory, as with `cmx train --data`.
 """
 from __future__ import annotations
 
@@ -109,12 +110,12 @@ _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d[
                               list("-+0123456789."))
 
 
-def load_yaml(path: Path) -> Any:
-    """Parse a sweep file into _Map/_Seq values; UserError 'FILE:LINE: problem' on any defect."""
+def load_yaml(path: Path, what: str = "sweep file") -> Any:
+    """Parse a YAML (or JSON) file into _Map/_Seq values; UserError 'FILE:LINE: problem' on any defect."""
     try:
         text = Path(path).read_text()
     except OSError as err:
-        raise UserError(f"cannot read sweep file {path}: {err.strerror or err}") from None
+        raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from None
     try:
         return yaml.load(text, Loader=_Loader)  # noqa: S506 — _Loader is a SafeLoader
     except _YamlError as err:
@@ -146,7 +147,8 @@ def check_setting(key: Any, value: Any, where: str) -> str:
                 else f" (known: {', '.join(FIELD_NAMES)})")
         raise UserError(f"{where}: unknown key '{key}'{hint}")
     if isinstance(value, (dict, list)):
-        raise UserError(f"{where}: '{key}' must be a single value, got a {'list' if isinstance(value, list) else 'mapping'}")
+        kind = "list" if isinstance(value, list) else "mapping"
+        raise UserError(f"{where}: '{key}' must be a single value, got a {kind}")
     try:
         RunConfig(**{name: value})  # every RunConfig check is per field, so one field at a time is enough
     except UserError as err:
@@ -217,9 +219,17 @@ def _seeds(value: Any, where: str) -> list[int]:
     return list(items)
 
 
-def expand_file(path: Path, seeds: list[int] | None = None, _stack: tuple[Path, ...] = ()) -> list[Variant]:
-    """All variants of one sweep file (includes first), in file order; `seeds` replaces the files' seeds."""
-    path = Path(path)
+Seeds = tuple[list[int], str]  # seed list and where it was given ('--seeds' or 'FILE:LINE')
+
+
+def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None = None,
+                _stack: tuple[Path, ...] = ()) -> list[Variant]:
+    """All variants of one sweep file (includes first), in file order.
+
+    `seeds` replaces the file's seed list and `overrides` go on top of every run's settings: that is how
+    `--seeds`, and an including file's `seeds` and `base`, reach the runs of the files it includes.
+    """
+    path, overrides = Path(path), overrides or {}
     if path.resolve() in _stack:
         raise UserError(f"{path}: include cycle ({' → '.join(p.name for p in (*_stack, path.resolve()))})")
     doc = load_yaml(path)
@@ -236,6 +246,9 @@ def expand_file(path: Path, seeds: list[int] | None = None, _stack: tuple[Path, 
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise UserError(f"{_at(path, line('name'))}: name must be text, got {name!r}")
+    base, _ = _settings(doc.get("base"), path, "base")
+    if seeds is None and "seeds" in doc:
+        seeds = (_seeds(doc["seeds"], _at(path, line("seeds"))), _at(path, line("seeds")))
 
     variants: list[Variant] = []
     includes = doc.get("include") or []
@@ -248,30 +261,27 @@ def expand_file(path: Path, seeds: list[int] | None = None, _stack: tuple[Path, 
         if not target.is_file():
             where = _at(path, includes.lines[i] if isinstance(includes, _Seq) else line("include"))
             raise UserError(f"{where}: included sweep file {target} does not exist")
-        variants += expand_file(target, seeds, (*_stack, path.resolve()))
+        variants += expand_file(target, seeds, {**base, **overrides}, (*_stack, path.resolve()))
 
-    own = any(k in doc for k in ("base", "runs", "grid"))
-    if not own:
+    if not ("runs" in doc or "grid" in doc or ("base" in doc and not includes)):
         if not includes:
             raise UserError(f"{path}: defines no runs (give base, runs, grid or include)")
-        return variants
-    base, _ = _settings(doc.get("base"), path, "base")
+        return variants  # only includes (its base and seeds applied to them)
     runs = doc.get("runs")
     if runs is None:
         runs = [None]
     elif not isinstance(runs, _Seq) or not runs:
         raise UserError(f"{_at(path, line('runs'))}: runs must be a non-empty list of partial configs")
     points = _grid(doc.get("grid"), path, line("grid"))
-    file_seeds = seeds if seeds is not None else (
-        _seeds(doc["seeds"], _at(path, line("seeds"))) if "seeds" in doc else [None])
+    seed_list, seed_where = seeds if seeds is not None else ([None], "")
     for run in runs:
         run_settings, label = _settings(run, path, "each entry of runs", allow_label=True)
         for point in points:
-            for seed in file_seeds:
+            for seed in seed_list:
                 settings = {**base, **run_settings, **point}
                 if seed is not None:
-                    settings["seed"] = (seed, "--seeds" if seeds is not None else _at(path, line("seeds")))
-                variants.append(Variant(name, label, settings))
+                    settings["seed"] = (seed, seed_where)
+                variants.append(Variant(name, label, {**settings, **overrides}))
     return variants
 
 
@@ -347,7 +357,7 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
     if not path.is_file():
         raise UserError(f"sweep file {path} does not exist")
     sets = parse_overrides(overrides or [])
-    variants = expand_file(path, seeds)
+    variants = expand_file(path, None if seeds is None else (seeds, "--seeds"))
     fingerprints: dict[str, str] = {}
     by_id: dict[str, PlannedRun] = {}
     for variant in variants:

@@ -121,6 +121,8 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
     dataset_tag = dataset_fingerprint(config.data)
     if data is None:
         data = load_cifar10(config.data)
+    if data.train_x.shape[0] < config.batch_size:
+        raise UserError(f"batch size {config.batch_size} is larger than the {data.train_x.shape[0]} training images")
     run_id = config.run_id(dataset_tag)
     run_dir = store.run_dir(run_id)
 
@@ -174,9 +176,7 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
 
     data = data.to(device)
     n_train = data.train_x.shape[0]
-    steps = n_train // config.batch_size  # drop_last, as timm
-    if steps == 0:
-        raise UserError(f"batch size {config.batch_size} is larger than the {n_train} training images")
+    steps = n_train // config.batch_size  # drop_last, as timm (train() checked steps ≥ 1)
 
     # -- resume
     state = checkpoint.load(ckpt_path)
@@ -260,11 +260,11 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
                 best = (row["test_acc"], epoch + 1)
         row["seconds"] = time.perf_counter() - t_epoch
         history.append(row)
-        reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})
         perm, step0, sums = None, 0, torch.zeros(3, device=device)
         save(epoch + 1, 0, None, None)
         _write_epochs_csv(store.run_dir(run_id) / "epochs.csv", history)
         store.write_status(run_id, "running", epoch=epoch + 1, epochs=config.epochs)
+        reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})  # after it is safe on disk
 
     wall = elapsed + (time.perf_counter() - t_start)
     final = history[-1]

@@ -6,7 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
+torch.set_num_threads(1)  # tiny models: threads only add overhead (and make a loaded machine crawl)
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tiny_cifar, fabricate)
 
 from tiny_cifar import make_tiny_cifar  # noqa: E402
@@ -42,5 +44,6 @@ def _isolated_env(monkeypatch, tmp_path):
 
 def cmx_subprocess_env() -> dict:
     env = dict(os.environ)
+    env["OMP_NUM_THREADS"] = "1"
     env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
     return env

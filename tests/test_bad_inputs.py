@@ -99,7 +99,7 @@ CASES = [
     ("config-missing", lambda tmp, data: ["--data", str(data), "--config", str(tmp / "no.yaml")], "cannot read --config"),
     ("config-bad-yaml", lambda tmp, data: ["--data", str(data), "--config",
                                            str((tmp / "c.yaml").write_text("h: [1,\n") and tmp / "c.yaml")],
-     "not valid JSON/YAML"),
+     "not valid YAML"),
     ("config-unknown-key", lambda tmp, data: ["--data", str(data), "--config",
                                               str((tmp / "c.yaml").write_text("width: 3\n") and tmp / "c.yaml")],
      "unknown key 'width'"),

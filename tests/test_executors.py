@@ -81,6 +81,24 @@ def epoch_of(results: Path) -> int:
 
 
 # ---------------------------------------------------------------------- local executor
+def test_gpu_slots_get_their_own_device_and_cpu_slots_share_the_cores(tmp_path, monkeypatch):
+    from cmx.executor_local import LocalExecutor, available_cpus, make_slots
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    slots = make_slots(["0", "1"], per_gpu=2)
+    assert [s.gpu for s in slots] == ["0", "0", "1", "1"]
+    executor = LocalExecutor(ResultsDir(tmp_path), slots, live=False)
+    envs = [executor.child_env(s) for s in slots]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "0", "1", "1"]
+    assert {e["OMP_NUM_THREADS"] for e in envs} == {str(max(1, available_cpus() // 4))}
+    cpu = make_slots(None, workers=3)
+    assert [s.gpu for s in cpu] == [None] * 3
+    cpu_env = LocalExecutor(ResultsDir(tmp_path), cpu, live=False).child_env(cpu[0])
+    assert cpu_env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
+    single = make_slots(None, workers=1)
+    assert "OMP_NUM_THREADS" not in LocalExecutor(ResultsDir(tmp_path), single, live=False).child_env(single[0])
+
+
 @pytest.mark.slow
 def test_local_sweep_with_two_workers_completes_and_a_second_invocation_trains_nothing(data, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "two.yaml", data, grid={"k": [3, 5]})
@@ -212,7 +230,8 @@ def slurm_cluster():
         yield
         return
     if os.geteuid() != 0 or not START_SLURM.exists():
-        pytest.skip("no SLURM running (sinfo missing or node not idle) and starting one needs root + .ci/start-slurm.sh")
+        pytest.skip("no SLURM running (sinfo missing or node not idle); starting one needs root and "
+                    ".ci/start-slurm.sh")
     proc = subprocess.run([str(START_SLURM)], capture_output=True, text=True, timeout=900)
     if proc.returncode != 0 or not _node_ready():
         reason = (proc.stdout + proc.stderr).strip().splitlines()[-1:] or ["unknown"]
@@ -243,3 +262,34 @@ def test_real_slurm_runs_a_two_run_sweep_as_a_job_array(slurm_cluster, data, tmp
     # nothing left to submit the second time
     assert main(args) == 0
     assert "0 to launch" in capsys.readouterr().err
+
+
+@pytest.mark.slurm
+def test_a_run_still_queued_in_slurm_is_not_submitted_twice(slurm_cluster, data, tmp_path, capsys):
+    sweep = write_sweep(tmp_path / "held.yaml", data)
+    results = tmp_path / "results"
+    args = ["sweep", str(sweep), "--results", str(results), "--executor", "slurm", "--time", "5",
+            "--gpus-per-run", "0", "--cpus-per-run", "1", "--slurm-extra", "begin=now+3600"]  # held in the queue
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    (run_id,) = states(results)
+    job_id = json.loads((results / "runs" / run_id / "submitted.json").read_text())["job_id"]
+    try:
+        assert f"  {job_id}  {run_id}" in out and "1 submitted" in out
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert f"already submitted: SLURM job {job_id} is queued or running" not in out  # (not listed: pending)
+        assert "0 submitted, 1 skipped" in out
+        assert len(list((results / "slurm").glob("[0-9]*_submission.sh"))) == 1
+    finally:
+        subprocess.run(["scancel", job_id.split("_")[0]], timeout=30)
+    assert states(results) == {run_id: "pending"}
+
+
+def test_slurm_executor_without_slurm_fails_in_one_line_before_writing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    results = tmp_path / "results"
+    code = main(["sweep", str(REPO / "sweeps" / "kernel.yaml"), "--results", str(results), "--executor", "slurm"])
+    err = capsys.readouterr().err
+    assert code == 2 and "sbatch/srun not found" in err and len(err.strip().splitlines()) == 1
+    assert not results.exists()

@@ -87,3 +87,19 @@ def test_state_of_a_dead_running_process_is_interrupted(tmp_path):
     atomic_write_json(store.run_dir("r1") / "status.json", record)
     assert store.state("r1") == "interrupted"
     assert store.state("never") == "pending"
+
+
+def test_a_running_status_from_another_host_goes_stale(tmp_path):
+    """A job killed hard on another node must not read 'running' forever (it would never be resubmitted)."""
+    import cmx.results as results
+
+    store = ResultsDir(tmp_path)
+    store.run_dir("r2").mkdir(parents=True)
+    record = store.write_status("r2", "running", epoch=3, epochs=200)
+    record["host"] = "some-other-node"
+    atomic_write_json(store.run_dir("r2") / "status.json", record)
+    assert store.state("r2") == "running"  # fresh: trust the other node
+    record["updated"] = "2020-01-01T00:00:00+0000"
+    atomic_write_json(store.run_dir("r2") / "status.json", record)
+    assert store.state("r2") == "interrupted"
+    assert results.STALE_AFTER_S >= 3600

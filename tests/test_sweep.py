@@ -100,6 +100,16 @@ def test_grid_runs_and_seeds_multiply_and_duplicates_share_a_run(tmp_path):
         (p_, k, s) for p_ in (2, 4) for k in (5, 7) for s in (3, 4)}
 
 
+def test_an_including_files_base_and_seeds_apply_to_the_included_runs(tmp_path):
+    (tmp_path / "quick.yaml").write_text(f"include: [{SWEEPS / 'table7.yaml'}, {SWEEPS / 'kernel.yaml'}]\n"
+                                         "base: {epochs: 10, batch-size: 128}\nseeds: [1, 2]\n")
+    p = make_plan(tmp_path / "quick.yaml", tmp_path / "results")
+    assert p.n_variants == 2 * (10 + 7) and len(p.runs) == 2 * 16  # no run of its own; baseline = k9 still
+    assert {(r.config.epochs, r.config.batch_size) for r in p.runs} == {(10, 128)}
+    assert {r.config.seed for r in p.runs} == {1, 2}
+    assert {r.config.k for r in p.runs if r.sweeps == ["kernel"]} == {3, 5, 7, 11, 13, 15}
+
+
 # ---------------------------------------------------------------------- bad sweep files: one line, exit 2
 BAD = {
     "unknown_key": ("base:\n  epochs: 1\nruns:\n  - {k: 3}\n  - {kernal: 5}\n",
@@ -110,7 +120,8 @@ BAD = {
     "grid_not_mapping": ("base: {epochs: 1}\ngrid: [3, 5]\n", ["bad.yaml:2:", "grid must be a mapping"]),
     "bad_grid_value": ("grid:\n  k: [3, five]\n", ["bad.yaml:2:", "k must be an integer"]),
     "malformed": ("base: {epochs: 1\nruns:\n  - {k: 3}\n", ["bad.yaml:", "not valid YAML"]),
-    "top_level_setting": ("epochs: 10\nbase: {k: 3}\n", ["bad.yaml:1:", "unknown top-level key 'epochs'", "under 'base'"]),
+    "top_level_setting": ("epochs: 10\nbase: {k: 3}\n",
+                          ["bad.yaml:1:", "unknown top-level key 'epochs'", "under 'base'"]),
     "duplicate_key": ("base:\n  k: 3\n  k: 5\n", ["bad.yaml:3:", "duplicate key 'k'"]),
     "bad_seeds": ("base: {k: 3}\nseeds: [0, -1]\n", ["bad.yaml:2:", "seeds must be a list of integers"]),
     "runs_not_list": ("runs: {k: 3}\n", ["bad.yaml:1:", "runs must be a non-empty list"]),

@@ -113,7 +113,7 @@ def _kill_during_second_epoch(proc, sig):
     for line in proc.stderr:
         if line.startswith("epoch 1/"):
             seconds = float(line.split()[-3].rstrip("s"))
-            time.sleep(seconds * 0.5)
+            time.sleep(seconds * 0.4)
             proc.send_signal(sig)
             break
     _, err = proc.communicate(timeout=60)

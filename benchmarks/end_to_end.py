@@ -1,0 +1,129 @@
+"""End to end: cmx vs the two baselines, same model, epochs, batch and peak lr, one after another.
+
+Trains ConvMixer-64/4 p2 k5 (batch 128, lr 0.01) on a CIFAR folder with
+    cmx        `python -m cmx train ... --quiet`, the paper augmentation on whole batches (mixup on / off)
+    reference  /work/shared/bench/reference_train.py (per-image torchvision PIL, 1 DataLoader worker; it has
+               no mixup, so it is compared with both cmx runs)
+    timm       /work/shared/bench/timm_recipe_train.py (timm's transforms + Mixup, 1 worker; mixup on / off)
+each as its own process, in the interleaved order cmx, reference, timm, cmx --no-mixup, timm --no-mixup so
+that a change in background load hits both sides. Prints the process wall time (what a user waits for:
+start-up, data loading, training, evaluation), the training wall time each script reports, the final test
+accuracy, and the ratios baseline wall / cmx wall.
+
+    python benchmarks/end_to_end.py                 # 10 epochs on /work/shared/data/cifar10-mini
+    python benchmarks/end_to_end.py --quick         # 2 epochs, a smoke test
+    python benchmarks/end_to_end.py --cmx-args "--amp bf16" --json e2e.json
+
+Measured (see RESULTS.md for the machine, date and load): filled in by the runs recorded there.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_BENCH = REPO.parent / "shared" / "bench"
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-mini"))
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--quick", action="store_true", help="2 epochs (smoke test)")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.01)
+    p.add_argument("--h", type=int, default=64)
+    p.add_argument("--d", type=int, default=4)
+    p.add_argument("--p", type=int, default=2)
+    p.add_argument("--k", type=int, default=5)
+    p.add_argument("--only", default="cmx,reference,timm,cmx-nomix,timm-nomix",
+                   help="comma-separated subset of runs, in the order to run them")
+    p.add_argument("--cmx-args", default="", help="extra `cmx train` flags, e.g. '--amp bf16'")
+    p.add_argument("--bench-dir", default=str(SHARED_BENCH), help="folder with the two baseline scripts")
+    p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.epochs = 2
+    return a
+
+
+def commands(a, results: Path) -> dict[str, list[str]]:
+    py = sys.executable
+    cmx = [py, "-m", "cmx", "train", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
+           "--h", str(a.h), "--d", str(a.d), "--p", str(a.p), "--k", str(a.k), "--data", a.data,
+           "--results", str(results), "--quiet", "--device", "cpu", *shlex.split(a.cmx_args)]
+    model = ["--hdim", str(a.h), "--depth", str(a.d), "--psize", str(a.p), "--conv-ks", str(a.k),
+             "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--data", a.data]
+    bench = Path(a.bench_dir)
+    return {
+        "cmx": cmx,
+        "cmx-nomix": cmx + ["--no-mixup"],
+        "reference": [py, str(bench / "reference_train.py"), *model, "--lr-max", str(a.lr)],
+        "timm": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr)],
+        "timm-nomix": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr), "--no-mixup"],
+    }
+
+
+def run(name: str, cmd: list[str]) -> dict:
+    """Run one training process; return its process wall time, reported wall time and final accuracy (%)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    print(f"[{name}] {shlex.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
+    wall = time.perf_counter() - start
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        sys.exit(f"[{name}] failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    final = json.loads(lines[-1])
+    acc = final["test_acc"] if name.startswith("cmx") else 100 * final["test_acc"]  # baselines print fractions
+    row = {"run": name, "process_wall_s": round(wall, 1), "reported_wall_s": final["wall_s"], "test_acc": round(acc, 2)}
+    print(f"[{name}] process {wall:.1f}s, reported {final['wall_s']}s, test acc {acc:.2f}%", flush=True)
+    return row
+
+
+def ratios(rows: dict[str, dict]) -> list[tuple[str, float, float]]:
+    """(comparison, process-wall ratio, reported-wall ratio): baseline time / cmx time, > 1 = cmx faster."""
+    pairs = [("reference / cmx", "reference", "cmx"), ("reference / cmx --no-mixup", "reference", "cmx-nomix"),
+             ("timm / cmx", "timm", "cmx"), ("timm --no-mixup / cmx --no-mixup", "timm-nomix", "cmx-nomix")]
+    return [(label, rows[b]["process_wall_s"] / rows[c]["process_wall_s"],
+             rows[b]["reported_wall_s"] / rows[c]["reported_wall_s"])
+            for label, b, c in pairs if b in rows and c in rows]
+
+
+def main(argv=None) -> None:
+    a = parse_args(argv)
+    import torch  # only for the header line
+
+    print(f"# end to end: ConvMixer-{a.h}/{a.d} p{a.p} k{a.k}, {a.epochs} epochs, batch {a.batch_size}, "
+          f"lr {a.lr}, data {a.data}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    rows = {}
+    with tempfile.TemporaryDirectory(prefix="cmx-e2e-") as tmp:
+        cmds = commands(a, Path(tmp) / "results")
+        for name in a.only.split(","):
+            if name not in cmds:
+                sys.exit(f"unknown run {name!r}; known: {', '.join(cmds)}")
+            rows[name] = run(name, cmds[name])
+    print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
+    print("| run | process wall s | reported wall s | test acc % |\n|---|---:|---:|---:|")
+    for r in rows.values():
+        print(f"| {r['run']} | {r['process_wall_s']:.1f} | {r['reported_wall_s']} | {r['test_acc']:.2f} |")
+    print("\n| speed-up (baseline time / cmx time) | process wall | reported wall |\n|---|---:|---:|")
+    table = ratios(rows)
+    for label, pw, rw in table:
+        print(f"| {label} | {pw:.2f}× | {rw:.2f}× |")
+    if a.json_out:
+        Path(a.json_out).write_text(json.dumps({"args": vars(a), "runs": list(rows.values()),
+                                                "ratios": [dict(zip(("comparison", "process_wall", "reported_wall"), t))
+                                                           for t in table]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,422 @@
+"""`cmx bench`: measured throughput of cmx's pieces on this device, optionally beside the reference's.
+
+What is measured (img/s = images per second; each number is the median over timed rounds, so a burst of
+load from other processes on a shared machine moves it less than a mean would):
+    aug    `augment_batch` with every paper stage on, on the training device, including the batch gather
+    train  one optimisation step exactly as `cmx.train` runs it: its model, memory format, autocast dtype,
+           optional torch.compile, soft-target loss, zero_grad, backward, clip 1.0, AdamW (foreach/fused)
+    eval   the no-grad forward of `cmx.train.evaluate` (normalise uint8 → model) at the eval batch size
+    peak memory of building the model and training it (params, grads, AdamW state, activations):
+           CUDA max_memory_allocated; on CPU the process's peak RSS over that phase (Linux VmHWM, reset via
+           /proc/self/clear_refs), else the growth of ru_maxrss — approximate, since freed memory is reused
+With `vs_reference`, the reference pipeline (/work/shared/bench/reference_train.py) in the same run:
+    aug    its own script, `--mode aug`: per-image torchvision PIL transforms in a DataLoader, 1 worker
+    train  the Fig. 3 model as written (NCHW, fp32, plain AdamW, hard-label cross-entropy, clip 1.0),
+           rebuilt here so its steps can be interleaved round by round with cmx's
+    eval   that model's no-grad forward, NCHW fp32
+Projections (labelled as such) scale the measured rates to other configs by analytic FLOPs.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import pickle
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .augment import augment_batch, normalize, soft_target_cross_entropy
+from .config import RunConfig
+from .errors import UserError
+from .estimate import forward_flops
+from .model import build_model
+from .train import EVAL_BATCH, make_optimizer, maybe_compile, resolve_amp, resolve_device
+
+PAPER_TRAIN, PAPER_TEST, PAPER_EPOCHS = 50_000, 10_000, 200
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_train.py"
+
+
+# ---------------------------------------------------------------------- timing and memory
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved(fns: dict[str, Callable[[], None]], rounds: int, device: torch.device,
+                limits: dict[str, int] | None = None) -> dict[str, list[float]]:
+    """Run each fn once per round, in turn (A B A B ...), each timed alone between device syncs.
+
+    Interleaving puts every contender under the same background load; `limits` caps the rounds of a slow
+    contender (it stops taking turns after that many). Returns seconds per call, per contender.
+    """
+    limits = limits or {}
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(rounds):
+        for name, fn in fns.items():
+            if i >= limits.get(name, rounds):
+                continue
+            sync(device)
+            start = time.perf_counter()
+            fn()
+            sync(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def rate(images: int, seconds: list[float]) -> float:
+    """Images per second from the median call time."""
+    return images / statistics.median(seconds)
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+class PeakMemory:
+    """Peak memory of what runs inside `with PeakMemory(device) as m:` (m.mb afterwards), and how."""
+
+    def __init__(self, device: torch.device):
+        self.device, self.mb, self.method = device, 0.0, ""
+
+    def __enter__(self):
+        gc.collect()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.base = torch.cuda.memory_allocated(self.device)
+            self.method = "cuda max_memory_allocated"
+            return self
+        self.base = _proc_status_mb("VmRSS")
+        try:
+            Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS (Linux ≥ 4.0)
+            self.method = "cpu peak RSS (VmHWM) minus RSS at start, approximate"
+        except OSError:
+            self.base = self._maxrss_mb()
+            self.method = "cpu growth of ru_maxrss, approximate (0 if an earlier phase peaked higher)"
+        return self
+
+    @staticmethod
+    def _maxrss_mb() -> float:
+        kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return kb / 1024 if sys.platform != "darwin" else kb / 2**20  # macOS reports bytes
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.mb = (torch.cuda.max_memory_allocated(self.device) - self.base) / 2**20
+        elif self.method.startswith("cpu peak RSS"):
+            self.mb = max(0.0, (_proc_status_mb("VmHWM") or 0.0) - (self.base or 0.0))
+        else:
+            self.mb = max(0.0, self._maxrss_mb() - self.base)
+        return False
+
+
+# ---------------------------------------------------------------------- cmx's step, eval and augmentation
+def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, targets: torch.Tensor,
+                   say=lambda msg: None) -> tuple[Callable[[], None], nn.Module]:
+    """One step of `cmx.train._run`'s loop on a fixed augmented batch, with its every setting.
+
+    Mirrors train.py line by line (memory format, autocast, GradScaler for fp16, clip, the on-device loss
+    and accuracy sums); keep the two in step when either changes.
+    """
+    amp_dtype = resolve_amp(config.amp, device)
+    memory_format = torch.channels_last if config.channels_last is not False else torch.contiguous_format
+    torch.manual_seed(config.seed)
+    model = build_model(config).to(device, memory_format=memory_format)
+    optimizer = make_optimizer(model, config, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    run_model = maybe_compile(model, config.compile, say)
+    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+    labels = targets.argmax(1)
+    sums = torch.zeros(3, device=device)  # loss sum, correct, images: accumulated on the device, as train.py
+
+    def step() -> None:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr
+        xb = x.contiguous(memory_format=memory_format)
+        with autocast:
+            logits = run_model(xb)
+            loss = soft_target_cross_entropy(logits.float(), targets)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if config.clip:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        scaler.step(optimizer)
+        scaler.update()
+        correct = (logits.detach().argmax(1) == labels).sum()
+        sums.add_(torch.stack([loss.detach() * len(xb), correct.float(), torch.tensor(float(len(xb)), device=device)]))
+
+    return step, run_model
+
+
+def cmx_eval_step(run_model: nn.Module, config: RunConfig, device: torch.device,
+                  images: torch.Tensor) -> Callable[[], None]:
+    """`cmx.train.evaluate`'s forward on one uint8 batch."""
+    amp_dtype = resolve_amp(config.amp, device)
+    memory_format = torch.channels_last if config.channels_last is not False else torch.contiguous_format
+
+    @torch.no_grad()
+    def step() -> None:
+        run_model.eval()
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            run_model(normalize(images).contiguous(memory_format=memory_format)).float().argmax(1)
+        run_model.train()
+
+    return step
+
+
+def cmx_aug_step(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int,
+                 gen: torch.Generator) -> Callable[[], None]:
+    """The train loop's gather + full paper augmentation of one batch (a fresh random batch each call)."""
+    perm_gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        idx = torch.randint(0, train_x.shape[0], (batch_size,), generator=perm_gen).to(train_x.device)
+        augment_batch(train_x[idx], train_y[idx], gen, scaling=True, flip=True, randaug=True, mixup=True,
+                      erasing=True)
+
+    return step
+
+
+# ---------------------------------------------------------------------- the reference, as written
+class _Residual(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x) + x
+
+
+def reference_convmixer(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10) -> nn.Module:
+    """The paper's Fig. 3, exactly as reference_train.py writes it (an nn.Sequential, NCHW)."""
+    return nn.Sequential(
+        nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size), nn.GELU(), nn.BatchNorm2d(dim),
+        *[nn.Sequential(_Residual(nn.Sequential(nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),
+                                                nn.GELU(), nn.BatchNorm2d(dim))),
+                        nn.Conv2d(dim, dim, kernel_size=1), nn.GELU(), nn.BatchNorm2d(dim)) for _ in range(depth)],
+        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(dim, n_classes))
+
+
+def reference_train_step(config: RunConfig, device: torch.device, x: torch.Tensor,
+                         y: torch.Tensor) -> tuple[Callable[[], None], nn.Module]:
+    """reference_train.py `--mode step`: fp32 NCHW, plain AdamW (wd 0.01), cross-entropy, clip, loss.item()."""
+    torch.manual_seed(config.seed)
+    model = reference_convmixer(config.h, config.d, config.k, config.p).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
+    x = x.contiguous()
+
+    def step() -> None:
+        opt.zero_grad()
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        loss.item()
+
+    return step, model
+
+
+def reference_eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    @torch.no_grad()
+    def step() -> None:
+        model.eval()
+        model(x).argmax(1)
+        model.train()
+
+    return step
+
+
+def write_random_cifar(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
+    """Random uint8 images in the official cifar-10-batches-py layout (what the reference script reads)."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    per = -(-n_train // 5)
+    for name, n in [(f"data_batch_{i}", per) for i in range(1, 6)] + [("test_batch", n_test)]:
+        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+                 "labels": rng.integers(0, 10, n).tolist()}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    return root
+
+
+def reference_aug(script: Path, data: Path, batch_size: int, batches: int, workers: int = 1) -> float:
+    """img/s of the reference's DataLoader (its own script, `--mode aug`), from its JSON line."""
+    cmd = [sys.executable, str(script), "--mode", "aug", "--data", str(data), "--batch-size", str(batch_size),
+           "--batches", str(batches), "--workers", str(workers)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
+    if done.returncode != 0 or not lines:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise UserError(f"reference script {script} --mode aug failed: {tail}")
+    return float(json.loads(lines[-1])["img_per_s"])
+
+
+# ---------------------------------------------------------------------- projections
+def paper_sweep_configs(sweep: Path | None) -> list[RunConfig]:
+    """The distinct runs of a sweep file (via cmx.sweep), or [] when there is none."""
+    if sweep is None or not Path(sweep).is_file():
+        return []
+    from .sweep import make_plan
+
+    with tempfile.TemporaryDirectory() as empty:  # plan against an empty results dir: every run counts
+        return [run.config for run in make_plan(sweep, results=empty).runs]
+
+
+def project_seconds(config: RunConfig, rates: dict[str, float], measured: RunConfig,
+                    n_train: int = PAPER_TRAIN, n_test: int = PAPER_TEST) -> float:
+    """Projected wall seconds of `config` (its epochs, batch, eval cadence) from the rates measured on
+    `measured`: train and eval img/s scaled by the forward-FLOPs ratio, augmentation unscaled (it does not
+    depend on the model), serial as in the train loop; checkpoints and start-up left out."""
+    scale = forward_flops(measured.h, measured.d, measured.p, measured.k) / forward_flops(
+        config.h, config.d, config.p, config.k)
+    per_train_image = 1 / (rates["train"] * scale) + 1 / rates["aug"]
+    train_images = (n_train // config.batch_size) * config.batch_size
+    evals = -(-config.epochs // config.eval_every)
+    return config.epochs * train_images * per_train_image + evals * n_test / (rates["eval"] * scale)
+
+
+# ---------------------------------------------------------------------- the whole benchmark
+@dataclass
+class BenchOptions:
+    steps: int = 10  # timed rounds per measurement (train, aug; eval uses max(2, steps // 4))
+    warmup: int = 2  # untimed steps first (compilation, allocator, oneDNN primitive caches)
+    eval_batch_size: int = EVAL_BATCH
+    data: Path | None = None
+    vs_reference: bool = False
+    reference_steps: int | None = None  # cap on the (slow) reference train/eval rounds; default = steps
+    reference_script: Path = DEFAULT_REFERENCE
+    sweep: Path | None = Path("sweeps/paper.yaml")
+
+
+def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> dict:
+    """Measure (and with opts.vs_reference compare); returns one flat dict (the `--json` object)."""
+    device = resolve_device(config.device)
+    if opts.steps < 1 or opts.warmup < 0 or opts.eval_batch_size < 1:
+        raise UserError("--steps and --eval-batch-size must be ≥ 1, --warmup ≥ 0")
+    if opts.vs_reference and not Path(opts.reference_script).is_file():
+        raise UserError(f"reference script {opts.reference_script} not found (pass --reference-script)")
+    bs = config.batch_size
+    if opts.data is not None:
+        from .data import load_cifar10
+
+        loaded = load_cifar10(opts.data, download=False)
+        images, labels = loaded.train_x, loaded.train_y
+        if images.shape[0] < bs:
+            raise UserError(f"--batch-size {bs} is larger than the {images.shape[0]} training images in {opts.data}")
+    else:  # random images: the augmentation does the same work whatever the pixels
+        n = max(4 * bs, opts.eval_batch_size)
+        images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        labels = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(1))
+    images, labels = images.to(device), labels.to(device)
+    gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    x, targets = augment_batch(images[:bs], labels[:bs], gen)  # one realistic training batch
+    x_ref = x.contiguous()
+    eval_images = images[:opts.eval_batch_size]
+    ref_rounds = opts.reference_steps or opts.steps
+    amp_dtype = resolve_amp(config.amp, device)
+    out: dict = {"device": str(device), "config": f"{config.h}/{config.d} p{config.p} k{config.k}",
+                 "batch_size": bs, "eval_batch_size": len(eval_images), "steps": opts.steps,
+                 "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
+                 "channels_last": config.channels_last is not False, "compile": config.compile,
+                 "threads": torch.get_num_threads(), "aug_images": "real" if opts.data else "random"}
+
+    # -- train step (first, so the memory phase starts from a small process)
+    say("measuring the train step")
+    with PeakMemory(device) as mem:
+        step, run_model = cmx_train_step(config, device, x, targets, say)
+        for _ in range(max(opts.warmup, 1)):
+            step()
+    out["peak_mem_mb"], out["peak_mem_method"] = round(mem.mb, 1), mem.method
+    steps_now = {"cmx": step}
+    if opts.vs_reference:
+        with PeakMemory(device) as ref_mem:
+            ref_step, ref_model = reference_train_step(config, device, x_ref, targets.argmax(1))
+            for _ in range(max(opts.warmup, 1)):
+                ref_step()
+        out["reference_peak_mem_mb"] = round(ref_mem.mb, 1)
+        steps_now["reference"] = ref_step
+    t = interleaved(steps_now, opts.steps, device, {"reference": ref_rounds})
+    out["train_img_per_s"] = round(rate(bs, t["cmx"]), 2)
+    if opts.vs_reference:
+        out["reference_train_img_per_s"] = round(rate(bs, t["reference"]), 2)
+
+    # -- eval forward
+    say("measuring inference")
+    evals = {"cmx": cmx_eval_step(run_model, config, device, eval_images)}
+    if opts.vs_reference:
+        evals["reference"] = reference_eval_step(ref_model, normalize(eval_images).contiguous())
+    for fn in evals.values():
+        for _ in range(max(opts.warmup, 1)):
+            fn()
+    n_eval = max(2, opts.steps // 4)
+    t = interleaved(evals, n_eval, device, {"reference": min(n_eval, ref_rounds)})
+    out["eval_img_per_s"] = round(rate(len(eval_images), t["cmx"]), 2)
+    if opts.vs_reference:
+        out["reference_eval_img_per_s"] = round(rate(len(eval_images), t["reference"]), 2)
+    del steps_now, evals, step, run_model
+    if opts.vs_reference:
+        del ref_step, ref_model
+
+    # -- augmentation: cmx in two blocks, the reference's own script between and after them
+    say("measuring augmentation")
+    aug = cmx_aug_step(images, labels, bs, gen)
+    for _ in range(max(opts.warmup, 1)):
+        aug()
+    half = max(1, opts.steps // 2) if opts.vs_reference else opts.steps
+    aug_times, ref_aug = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        ref_data = opts.data
+        if opts.vs_reference and ref_data is None:
+            ref_data = write_random_cifar(Path(tmp), n_train=max(10 * bs, 1000), n_test=bs)
+        for _ in range(2 if opts.vs_reference else 1):
+            aug_times += interleaved({"cmx": aug}, half, device)["cmx"]
+            if opts.vs_reference:
+                ref_aug.append(reference_aug(opts.reference_script, ref_data, bs, max(10, 2 * opts.steps)))
+    out["aug_img_per_s"] = round(rate(bs, aug_times), 1)
+    if opts.vs_reference:
+        out["reference_aug_img_per_s"] = round(statistics.median(ref_aug), 1)
+        out["reference_workers"] = 1
+        for key in ("aug", "train", "eval"):
+            out[f"{key}_ratio"] = round(out[f"{key}_img_per_s"] / out[f"reference_{key}_img_per_s"], 2)
+
+    # -- projections
+    rates = {"train": out["train_img_per_s"], "aug": out["aug_img_per_s"], "eval": out["eval_img_per_s"]}
+    paper_run = config.replace(epochs=PAPER_EPOCHS, eval_every=1)
+    out["projected_run_hours"] = round(project_seconds(paper_run, rates, config) / 3600, 2)
+    runs = paper_sweep_configs(opts.sweep)
+    if runs:
+        out["projected_sweep_runs"] = len(runs)
+        out["projected_sweep_hours"] = round(sum(project_seconds(c, rates, config) for c in runs) / 3600, 1)
+        out["projected_sweep_file"] = str(opts.sweep)
+    out["projection_method"] = (
+        "projection, not a measurement: 50,000 train + 10,000 test images per epoch; the measured train and "
+        "eval img/s scaled by each config's forward-FLOPs ratio (cmx.estimate), augmentation img/s unscaled, "
+        "serial as in the train loop")
+    return out
+
+
+def default_sweep() -> Path | None:
+    """sweeps/paper.yaml in the working directory, else next to the installed package."""
+    for candidate in (Path("sweeps/paper.yaml"), Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"):
+        if candidate.is_file():
+            return candidate
+    return None

@@ -1,0 +1,95 @@
+"""`cmx bench`: a thin Typer wrapper over `cmx.bench.run_bench` (see that module for what is measured)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .config import RunConfig
+
+Opt = typer.Option
+
+# (key, label, unit) rows of the human table: cmx's number, the reference's, and their ratio
+ROWS = (("aug", "augmentation (full paper recipe)", "img/s"), ("train", "train step", "img/s"),
+        ("eval", "inference", "img/s"))
+
+
+def bench(
+    h: Annotated[int, Opt("--h", help="hidden dimension")] = 256,
+    d: Annotated[int, Opt("--d", help="depth")] = 8,
+    p: Annotated[int, Opt("--p", help="patch size")] = 1,
+    k: Annotated[int, Opt("--k", help="depthwise kernel size")] = 9,
+    batch_size: Annotated[int, Opt("--batch-size", help="training batch size")] = 64,
+    device: Annotated[str, Opt("--device", help="auto | cpu | cuda")] = "auto",
+    amp: Annotated[str, Opt("--amp", help="as `cmx train --amp` (default: what cmx train does here)")] = "auto",
+    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="as `cmx train` [default: on]")] = None,
+    compile: Annotated[bool, Opt("--compile/--no-compile", help="torch.compile the model, as `cmx train --compile`")] = False,
+    steps: Annotated[int, Opt("--steps", help="timed rounds per measurement (median reported)")] = 10,
+    warmup: Annotated[int, Opt("--warmup", help="untimed steps first")] = 2,
+    eval_batch_size: Annotated[int, Opt("--eval-batch-size", help="inference batch (cmx evaluates in 500s)")] = 500,
+    data: Annotated[Optional[Path], Opt("--data", help="CIFAR folder: augment real images [default: random images]")] = None,
+    vs_reference: Annotated[bool, Opt("--vs-reference", help="also measure the reference pipeline, print ratios")] = False,
+    reference_steps: Annotated[Optional[int], Opt("--reference-steps", help="cap the reference's train/eval rounds (it is slow on CPU)")] = None,
+    reference_script: Annotated[Optional[Path], Opt("--reference-script", help="path of reference_train.py")] = None,
+    sweep: Annotated[Optional[Path], Opt("--sweep", help="sweep file to project [default: sweeps/paper.yaml]")] = None,
+    as_json: Annotated[bool, Opt("--json", help="print one JSON object instead of a table")] = False,
+):
+    """Measure augmentation, train-step and inference throughput and peak memory on this device; project
+    a 200-epoch run and the paper sweep; with --vs-reference, the reference pipeline's numbers and ratios."""
+    from . import bench as B  # imports torch only when benchmarking
+    from .errors import UserError
+
+    if sweep is not None and not sweep.is_file():
+        raise UserError(f"sweep file {sweep} does not exist")
+    if reference_steps is not None and reference_steps < 1:
+        raise UserError(f"--reference-steps must be ≥ 1, got {reference_steps}")
+    config = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch_size, device=device, amp=amp,
+                       channels_last=channels_last, compile=compile, data=str(data) if data else "")
+    opts = B.BenchOptions(steps=steps, warmup=warmup, eval_batch_size=eval_batch_size, data=data,
+                          vs_reference=vs_reference, reference_steps=reference_steps,
+                          reference_script=reference_script or B.DEFAULT_REFERENCE,
+                          sweep=sweep if sweep is not None else B.default_sweep())
+    say = (lambda msg: None) if as_json else (lambda msg: typer.echo(msg, err=True))
+    result = B.run_bench(config, opts, say)
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        print_table(result)
+
+
+def print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    ref = "reference_train_img_per_s" in r
+    title = (f"cmx bench — ConvMixer-{r['config']}, batch {r['batch_size']}, {r['device']} ({r['threads']} threads), "
+             f"amp {r['amp']}, {'channels_last' if r['channels_last'] else 'NCHW'}{', compiled' if r['compile'] else ''}")
+    table = Table(title=title)
+    table.add_column("measured (median of rounds)")
+    table.add_column("cmx", justify="right")
+    if ref:
+        table.add_column("reference", justify="right")
+        table.add_column("ratio", justify="right")
+    for key, label, unit in ROWS:
+        row = [f"{label}, {unit}", f"{r[f'{key}_img_per_s']:,.1f}"]
+        if ref:
+            row += [f"{r[f'reference_{key}_img_per_s']:,.1f}", f"{r[f'{key}_ratio']:.2f}×"]
+        table.add_row(*row)
+    mem = [f"peak memory, MB", f"{r['peak_mem_mb']:,.0f}"]
+    if ref:
+        mem += [f"{r['reference_peak_mem_mb']:,.0f}", ""]
+    table.add_row(*mem)
+    console = Console()
+    console.print(table)
+    console.print(f"memory: {r['peak_mem_method']}; augmentation on {r['aug_images']} images"
+                  + ("; reference augmentation: its own script, 1 DataLoader worker" if ref else ""))
+    console.print(f"projection: one 200-epoch run ≈ {r['projected_run_hours']:.1f} h on this device"
+                  + (f"; {r['projected_sweep_file']} ({r['projected_sweep_runs']} runs) ≈ "
+                     f"{r['projected_sweep_hours']:,.0f} h" if "projected_sweep_hours" in r else ""))
+    console.print(f"  ({r['projection_method']})", style="dim")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("bench")(bench)
