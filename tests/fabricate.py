@@ -10,6 +10,7 @@ import csv
 import json
 from pathlib import Path
 
+from cmx.results import now_iso
 from cmx.config import RunConfig
 
 OTHER_HOST = "gpu-node-7"  # a 'running' status from another host is trusted without a pid check
@@ -48,7 +49,8 @@ def make_run(
         writer.writerows(curve)
     _write_json(run_dir / "status.json", {
         "run_id": run_id, "status": state, "host": host, "pid": 999999, "started": "2025-01-01T00:00:00+0000",
-        "updated": "2025-01-01T01:00:00+0000", "epoch": done_epochs, "epochs": cfg.epochs,
+        # fresh: an old 'running' status from another host reads as interrupted
+        "updated": now_iso(), "epoch": done_epochs, "epochs": cfg.epochs,
         "error": "boom" if state == "failed" else None,
     })
     if state == "done":
