@@ -15,9 +15,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e ".[dev]"
 	touch $@
 
-# A real short training (ConvMixer-64/4 p2 k5, 5 epochs, paper augmentation) and its table.
+# A real short training (ConvMixer-64/4 p2 k5, 3 epochs, paper augmentation) and its table.
 demo: install
-	$(BIN)/cmx train --h 64 --d 4 --p 2 --k 5 --epochs 5 --batch-size 128 --data $(DATA) --results $(RESULTS) --quiet
+	$(BIN)/cmx train --h 64 --d 4 --p 2 --k 5 --epochs 3 --batch-size 128 --data $(DATA) --results $(RESULTS) --quiet
 	$(BIN)/cmx table --results $(RESULTS) --all
 
 # The whole suite (slow tests included). pytest's exit 5 (nothing collected) is reported, not hidden as a pass.

@@ -26,6 +26,7 @@ def bench(
     amp: Annotated[str, Opt("--amp", help="as `cmx train --amp` (default: what cmx train does here)")] = "auto",
     channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="as `cmx train` [default: on]")] = None,
     compile: Annotated[bool, Opt("--compile/--no-compile", help="torch.compile the model, as `cmx train --compile`")] = False,
+    threads: Annotated[Optional[int], Opt("--threads", help="torch intra-op CPU threads [default: torch's choice]")] = None,
     steps: Annotated[int, Opt("--steps", help="timed rounds per measurement (median reported)")] = 10,
     warmup: Annotated[int, Opt("--warmup", help="untimed steps first")] = 2,
     eval_batch_size: Annotated[int, Opt("--eval-batch-size", help="inference batch (cmx evaluates in 500s)")] = 500,
@@ -43,6 +44,12 @@ def bench(
 
     if sweep is not None and not sweep.is_file():
         raise UserError(f"sweep file {sweep} does not exist")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be ≥ 1, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
     if reference_steps is not None and reference_steps < 1:
         raise UserError(f"--reference-steps must be ≥ 1, got {reference_steps}")
     config = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch_size, device=device, amp=amp,
