@@ -13,6 +13,7 @@ accuracy, and the ratios baseline wall / cmx wall.
     python benchmarks/end_to_end.py                 # 10 epochs on /work/shared/data/cifar10-mini
     python benchmarks/end_to_end.py --quick         # 2 epochs, a smoke test
     python benchmarks/end_to_end.py --cmx-args "--amp bf16" --json e2e.json
+    python benchmarks/end_to_end.py --only cmx@0,timm@0,reference,cmx@1,timm@1   # NAME@SEED: several seeds
 
 Measured (see RESULTS.md for the machine, date and load): filled in by the runs recorded there.
 """
@@ -44,9 +45,11 @@ def parse_args(argv=None):
     p.add_argument("--p", type=int, default=2)
     p.add_argument("--k", type=int, default=5)
     p.add_argument("--only", default="cmx,reference,timm,cmx-nomix,timm-nomix",
-                   help="comma-separated subset of runs, in the order to run them")
+                   help="comma-separated runs, in the order to run them; NAME@SEED picks a seed (default 0)")
     p.add_argument("--cmx-args", default="", help="extra `cmx train` flags, e.g. '--amp bf16'")
     p.add_argument("--bench-dir", default=str(SHARED_BENCH), help="folder with the two baseline scripts")
+    p.add_argument("--threads", type=int, default=0,
+                   help="OMP_NUM_THREADS for every run (baselines too); 0 leaves torch's default")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     a = p.parse_args(argv)
     if a.quick:
@@ -54,13 +57,13 @@ def parse_args(argv=None):
     return a
 
 
-def commands(a, results: Path) -> dict[str, list[str]]:
+def commands(a, results: Path, seed: int = 0) -> dict[str, list[str]]:
     py = sys.executable
     cmx = [py, "-m", "cmx", "train", "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--lr", str(a.lr),
            "--h", str(a.h), "--d", str(a.d), "--p", str(a.p), "--k", str(a.k), "--data", a.data,
-           "--results", str(results), "--quiet", "--device", "cpu", *shlex.split(a.cmx_args)]
+           "--results", str(results), "--quiet", "--device", "cpu", "--seed", str(seed), *shlex.split(a.cmx_args)]
     model = ["--hdim", str(a.h), "--depth", str(a.d), "--psize", str(a.p), "--conv-ks", str(a.k),
-             "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--data", a.data]
+             "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--data", a.data, "--seed", str(seed)]
     bench = Path(a.bench_dir)
     return {
         "cmx": cmx,
@@ -71,9 +74,11 @@ def commands(a, results: Path) -> dict[str, list[str]]:
     }
 
 
-def run(name: str, cmd: list[str]) -> dict:
+def run(name: str, cmd: list[str], threads: int = 0) -> dict:
     """Run one training process; return its process wall time, reported wall time and final accuracy (%)."""
     env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     print(f"[{name}] {shlex.join(cmd)}", flush=True)
     start = time.perf_counter()
     done = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env)
@@ -83,9 +88,23 @@ def run(name: str, cmd: list[str]) -> dict:
         sys.exit(f"[{name}] failed (exit {done.returncode}): {(done.stderr.strip().splitlines() or ['?'])[-1]}")
     final = json.loads(lines[-1])
     acc = final["test_acc"] if name.startswith("cmx") else 100 * final["test_acc"]  # baselines print fractions
-    row = {"run": name, "process_wall_s": round(wall, 1), "reported_wall_s": final["wall_s"], "test_acc": round(acc, 2)}
+    row = {"run": name.split("@")[0], "seed": int(name.partition("@")[2] or 0), "process_wall_s": round(wall, 1), "reported_wall_s": final["wall_s"], "test_acc": round(acc, 2)}
     print(f"[{name}] process {wall:.1f}s, reported {final['wall_s']}s, test acc {acc:.2f}%", flush=True)
     return row
+
+
+def summarise(rows: list[dict]) -> dict[str, dict]:
+    """Per run kind: mean process/reported wall and mean ± sample std of the final accuracy over its seeds."""
+    out = {}
+    for kind in dict.fromkeys(r["run"] for r in rows):
+        mine = [r for r in rows if r["run"] == kind]
+        accs = [r["test_acc"] for r in mine]
+        mean = sum(accs) / len(accs)
+        std = (sum((v - mean) ** 2 for v in accs) / (len(accs) - 1)) ** 0.5 if len(accs) > 1 else 0.0
+        out[kind] = {"run": kind, "n": len(mine), "test_acc": round(mean, 2), "test_acc_std": round(std, 2),
+                     "process_wall_s": round(sum(r["process_wall_s"] for r in mine) / len(mine), 1),
+                     "reported_wall_s": round(sum(r["reported_wall_s"] for r in mine) / len(mine), 1)}
+    return out
 
 
 def ratios(rows: dict[str, dict]) -> list[tuple[str, float, float]]:
@@ -103,24 +122,30 @@ def main(argv=None) -> None:
 
     print(f"# end to end: ConvMixer-{a.h}/{a.d} p{a.p} k{a.k}, {a.epochs} epochs, batch {a.batch_size}, "
           f"lr {a.lr}, data {a.data}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
-          f"load average {os.getloadavg()[0]:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-    rows = {}
+          f"threads {a.threads or 'default'}, load average {os.getloadavg()[0]:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="cmx-e2e-") as tmp:
-        cmds = commands(a, Path(tmp) / "results")
         for name in a.only.split(","):
-            if name not in cmds:
-                sys.exit(f"unknown run {name!r}; known: {', '.join(cmds)}")
-            rows[name] = run(name, cmds[name])
+            kind, _, seed = name.partition("@")
+            cmds = commands(a, Path(tmp) / "results", int(seed or 0))
+            if kind not in cmds:
+                sys.exit(f"unknown run {kind!r}; known: {', '.join(cmds)}")
+            runs.append(run(name, cmds[kind], a.threads))
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
-    print("| run | process wall s | reported wall s | test acc % |\n|---|---:|---:|---:|")
+    print("| run | seed | process wall s | reported wall s | test acc % |\n|---|---:|---:|---:|---:|")
+    for r in runs:
+        print(f"| {r['run']} | {r['seed']} | {r['process_wall_s']:.1f} | {r['reported_wall_s']} | {r['test_acc']:.2f} |")
+    rows = summarise(runs)
+    print("\n| run | seeds | mean process wall s | mean reported wall s | test acc % (mean ± std) |\n|---|---:|---:|---:|---:|")
     for r in rows.values():
-        print(f"| {r['run']} | {r['process_wall_s']:.1f} | {r['reported_wall_s']} | {r['test_acc']:.2f} |")
-    print("\n| speed-up (baseline time / cmx time) | process wall | reported wall |\n|---|---:|---:|")
+        print(f"| {r['run']} | {r['n']} | {r['process_wall_s']:.1f} | {r['reported_wall_s']:.1f} | "
+              f"{r['test_acc']:.2f} ± {r['test_acc_std']:.2f} |")
+    print("\n| speed-up (baseline time / cmx time, means) | process wall | reported wall |\n|---|---:|---:|")
     table = ratios(rows)
     for label, pw, rw in table:
         print(f"| {label} | {pw:.2f}× | {rw:.2f}× |")
     if a.json_out:
-        Path(a.json_out).write_text(json.dumps({"args": vars(a), "runs": list(rows.values()),
+        Path(a.json_out).write_text(json.dumps({"args": vars(a), "runs": runs, "summary": list(rows.values()),
                                                 "ratios": [dict(zip(("comparison", "process_wall", "reported_wall"), t))
                                                            for t in table]}, indent=1))
 

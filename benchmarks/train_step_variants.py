@@ -41,7 +41,7 @@ def main(argv=None) -> None:
     p.add_argument("--compile", action="store_true", help="add torch.compile variants")
     p.add_argument("--no-reference", action="store_true")
     p.add_argument("--variants", default="fp32-nchw,fp32-cl,bf16-nchw,bf16-cl",
-                   help="comma-separated subset of {fp32,bf16}-{nchw,cl}")
+                   help="comma-separated subset of {fp32,bf16}-{nchw,cl}[-compile]")
     p.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     p.add_argument("--json", dest="json_out")
     a = p.parse_args(argv)
@@ -56,17 +56,20 @@ def main(argv=None) -> None:
 
     steps, built = {}, {}
     names = a.variants.split(",")
-    for name in names:
-        for compiled in (False, True) if a.compile else (False,):
-            amp, layout = name.split("-")
-            cfg = base.replace(amp="bf16" if amp == "bf16" else "off", channels_last=layout == "cl", compile=compiled)
-            label = name + ("-compile" if compiled else "")
-            start = time.perf_counter()
-            steps[label], _ = cmx_train_step(cfg, device, x, targets, say=print)
-            for _ in range(a.warmup):
-                steps[label]()
-            built[label] = time.perf_counter() - start
-            print(f"built + warmed up {label} in {built[label]:.1f}s", flush=True)
+    if a.compile:
+        names = [n + suffix for n in names for suffix in ("", "-compile")]
+    for label in names:
+        amp, layout, *compiled = label.split("-")
+        if amp not in ("fp32", "bf16") or layout not in ("nchw", "cl") or compiled not in ([], ["compile"]):
+            sys.exit(f"unknown variant {label!r}: use {{fp32,bf16}}-{{nchw,cl}}[-compile]")
+        cfg = base.replace(amp="bf16" if amp == "bf16" else "off", channels_last=layout == "cl",
+                           compile=bool(compiled))
+        start = time.perf_counter()
+        steps[label], _ = cmx_train_step(cfg, device, x, targets, say=print)
+        for _ in range(a.warmup):
+            steps[label]()
+        built[label] = time.perf_counter() - start
+        print(f"built + warmed up {label} in {built[label]:.1f}s", flush=True)
     if not a.no_reference:
         start = time.perf_counter()
         steps["reference"], _ = reference_train_step(base, device, x.contiguous(), targets.argmax(1))

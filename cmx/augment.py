@@ -261,6 +261,22 @@ def augment_batch(x: Tensor, y: Tensor, gen: torch.Generator, *, scaling: bool =
     Returns (normalised float32 batch (B, 3, H, W), soft targets (B, num_classes) float32 with label
     smoothing 0.1, mixed when mixup is on). Each flag turns one Table 7 stage off.
     """
+    return augment_batches(x, y, gen, x.shape[0], scaling=scaling, flip=flip, randaug=randaug, mixup=mixup,
+                           erasing=erasing, num_classes=num_classes)
+
+
+def augment_batches(x: Tensor, y: Tensor, gen: torch.Generator, batch_size: int, *, scaling: bool = True,
+                    flip: bool = True, randaug: bool = True, mixup: bool = True, erasing: bool = True,
+                    num_classes: int = 10):
+    """`augment_batch` for several consecutive training batches at once (x holds them back to back).
+
+    Why: every stage but mixup is per image, so it runs once over the whole chunk; on CPU RandAugment's 30
+    op dispatches then cover ~1000 images instead of 128 and the chunk augments ~1.7× faster (RESULTS.md).
+    Mixup/CutMix stays per batch (one λ per batch, partner = that batch reversed), exactly as with
+    `augment_batch`, which is this function with one batch.
+    """
+    if x.shape[0] % batch_size:
+        raise ValueError(f"{x.shape[0]} images are not a whole number of batches of {batch_size}")
     if scaling:
         x = random_resized_crop(x, gen)
     if flip:
@@ -269,7 +285,9 @@ def augment_batch(x: Tensor, y: Tensor, gen: torch.Generator, *, scaling: bool =
         x = rand_augment(x, gen)
     xf = x.float()  # 0-255 scale
     if mixup:
-        xf, targets = mixup_cutmix(xf, y, gen, num_classes)
+        mixed = [mixup_cutmix(xb, yb, gen, num_classes) for xb, yb in zip(xf.split(batch_size), y.split(batch_size))]
+        xf, targets = (mixed[0] if len(mixed) == 1 else
+                       (torch.cat([m[0] for m in mixed]), torch.cat([m[1] for m in mixed])))
     else:
         targets = smooth_targets(y, num_classes)
     xf = normalize(xf)

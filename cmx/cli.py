@@ -123,6 +123,21 @@ def index(
         raise UserError(f"no index at {store.index_csv}; run `cmx index --rebuild`")
 
 
+@app.command()
+def subset(
+    source: Annotated[Path, typer.Argument(help="CIFAR-10 folder to draw from (holding cifar-10-batches-py)")],
+    dest: Annotated[Path, typer.Argument(help="folder to write; cifar-10-batches-py is created inside")],
+    n_train: Annotated[int, Opt("--train", help="training images to keep")] = 1000,
+    n_test: Annotated[int, Opt("--test", help="test images to keep")] = 500,
+    seed: Annotated[int, Opt(help="which random subset")] = 0,
+):
+    """Write a random subset of a CIFAR-10 folder in the official layout, for quick studies on real images."""
+    from .data import write_subset
+
+    folder = write_subset(source, dest, n_train, n_test, seed)
+    typer.echo(f"wrote {n_train} training and {n_test} test images to {folder}; train on it with --data {dest}")
+
+
 def _register_optional_commands() -> None:
     """Commands that live in their own modules (sweep, table/plot/report/runs, bench)."""
     for module in ("cli_sweep", "cli_results", "cli_bench"):

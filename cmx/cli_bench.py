@@ -84,7 +84,7 @@ def print_table(r: dict) -> None:
         if ref:
             row += [f"{r[f'reference_{key}_img_per_s']:,.1f}", f"{r[f'{key}_ratio']:.2f}×"]
         table.add_row(*row)
-    mem = [f"peak memory, MB", f"{r['peak_mem_mb']:,.0f}"]
+    mem = ["peak memory, MB", f"{r['peak_mem_mb']:,.0f}"]
     if ref:
         mem += [f"{r['reference_peak_mem_mb']:,.0f}", ""]
     table.add_row(*mem)

@@ -11,13 +11,17 @@ import json
 import math
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import pandas as pd
 import typer
 
-from . import collect, plot, report, table
 from .errors import UserError
+
+# pandas and matplotlib (≈0.5 s to import) load inside the commands, so `cmx --help` and `cmx train` stay fast.
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from . import table
 
 ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="results directory (default: $CMX_RESULTS or results/)")]
 DatasetOpt = Annotated[Optional[str], typer.Option(
@@ -41,6 +45,8 @@ def warnings_to_stderr():
 
 def load_tables(results: Path | None, dataset: str | None, metric: str, epochs: int | None,
                 include_other: bool = False) -> tuple[pd.DataFrame, table.Tables]:
+    from . import collect, table
+
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be ≥ 1, got {epochs}")
     if metric not in table.METRICS:
@@ -61,6 +67,8 @@ def table_cmd(
     show_all: Annotated[bool, typer.Option("--all", help="also list finished runs not in the tables (no paper row, other budget or lr/batch size)")] = False,
 ) -> None:
     """Print Tables 7 and 8 of the paper beside our runs (mean ± std over seeds)."""
+    from . import table
+
     table.check_choices(fmt, which)  # fail before reading any run
     with warnings_to_stderr():
         _, tables = load_tables(results, dataset, metric, epochs, include_other=show_all)
@@ -77,6 +85,8 @@ def plot_cmd(
     out: Annotated[Optional[Path], typer.Option(help="output PNG for curves (default: <results>/plots/curves-<ids>.png)")] = None,
 ) -> None:
     """Write PNG plots into <results>/plots/: `cmx plot` (summary) or `cmx plot curves RUN_ID...`."""
+    from . import collect, plot
+
     if mode not in ("summary", "curves"):
         raise UserError(f"unknown plot '{mode}': use `cmx plot` (summary) or `cmx plot curves RUN_ID...`")
     if mode == "curves" and not run_ids:
@@ -103,6 +113,8 @@ def report_cmd(
     epochs: EpochsOpt = None,
 ) -> None:
     """Write <results>/REPORT.md: tables, plots, run counts, compute hours and provenance."""
+    from . import report
+
     with warnings_to_stderr():
         runs, tables = load_tables(results, dataset, metric, epochs)
         path = report.write_report(results, runs, tables)
@@ -117,6 +129,8 @@ def runs_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time."""
+    from . import collect
+
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"--format must be one of table|csv|json, got '{fmt}'")
     with warnings_to_stderr():
@@ -153,11 +167,15 @@ def _rich_runs(runs: pd.DataFrame) -> None:
 
 
 def _pct(value) -> str:
+    import pandas as pd
+
     return "" if value is None or pd.isna(value) else f"{value:.2f}"
 
 
 def format_seconds(seconds) -> str:
     """3725 -> '1h 02m'; 750 -> '12m 30s'; missing -> ''."""
+    import pandas as pd
+
     if seconds is None or pd.isna(seconds) or not math.isfinite(seconds):
         return ""
     seconds = int(round(seconds))

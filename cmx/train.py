@@ -23,17 +23,19 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint
-from .augment import augment_batch, normalize, soft_target_cross_entropy
+from .allocator import keep_freed_memory
+from .augment import augment_batches, normalize, soft_target_cross_entropy
 from .config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
 from .errors import Diverged, Interrupted, UserError
 from .model import build_model, count_params
-from .progress import Reporter, make_reporter
+from .progress import make_reporter
 from .provenance import provenance
 from .results import EPOCH_COLUMNS, ResultsDir, atomic_write_bytes, atomic_write_json, index_row, now_iso
 
 SYNC_EVERY = 50  # steps between host reads (divergence check, progress numbers)
 EVAL_BATCH = 500
+AUG_CHUNK_IMAGES = 1024  # augment this many training images per call (whole batches): see augment_batches
 
 
 # ---------------------------------------------------------------------- pieces of the recipe
@@ -80,6 +82,23 @@ def maybe_compile(model: torch.nn.Module, wanted: bool, say) -> torch.nn.Module:
         return model
 
 
+def optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets, clip: bool):
+    """One step of the recipe: forward under autocast, soft-target cross-entropy, backward (scaled for fp16),
+    gradient clipping at 1.0, AdamW. Returns the detached loss and logits; reads nothing back to the host.
+    `cmx bench` times exactly this."""
+    with autocast:
+        logits = run_model(x)
+        loss = soft_target_cross_entropy(logits.float(), targets)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if clip:
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
 @dataclass
 class Stop:
     """Set by SIGINT/SIGTERM; the loop checks it at each step boundary. A second signal exits at once."""
@@ -114,6 +133,7 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
     data: a preloaded dataset (tests, benchmarks); default loads `config.data`.
     """
     reporter = make_reporter(progress)
+    keep_freed_memory()
     device = resolve_device(config.device)
     amp_dtype = resolve_amp(config.amp, device)
     store = ResultsDir(results)
@@ -194,10 +214,13 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
         reporter.message(f"resuming run {run_id} at epoch {epoch + 1}, step {step0}")
     run_model = maybe_compile(model, config.compile, reporter.message)
 
-    def save(epoch_, step_, perm_, sums_):
+    def save(epoch_, step_, perm_, sums_, aug_state=None):
+        rng = checkpoint.rng_state(gens)
+        if aug_state is not None:  # mid-epoch: the augmentation generator as it was at the chunk's start
+            rng["generators"]["augment"] = aug_state
         checkpoint.save(ckpt_path, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "rng": checkpoint.rng_state(gens), "epoch": epoch_, "step": step_, "perm": perm_,
+            "rng": rng, "epoch": epoch_, "step": step_, "perm": perm_,
             "sums": None if sums_ is None else sums_.cpu(), "history": history, "best": list(best),
             "elapsed": elapsed + (time.perf_counter() - t_start), "run_id": run_id,
         })
@@ -206,6 +229,11 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
     reporter.start(run_id, config.summary(), config.epochs, steps, epoch)
     t_start, train_time, train_images = time.perf_counter(), 0.0, 0
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    # Batches are augmented in chunks of `chunk` steps, aligned to the epoch's start. A mid-epoch checkpoint
+    # stores the augmentation generator as it was at its chunk's start; resuming re-augments that chunk
+    # (same numbers, same images) and continues at the saved step, so the run is bit-identical.
+    chunk = max(1, AUG_CHUNK_IMAGES // config.batch_size)
+    chunk_state, chunk_start, chunk_x, chunk_t = None, -1, None, None
 
     for epoch in range(epoch, config.epochs):
         t_epoch = time.perf_counter()
@@ -216,32 +244,30 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
         reported = step0
         for step in range(step0, steps):
             if stop.signum is not None:
-                save(epoch, step, perm, sums)
+                in_chunk = chunk_start <= step < chunk_start + chunk  # this step's chunk is already augmented
+                save(epoch, step, perm, sums, chunk_state if in_chunk else None)
                 name = signal.Signals(stop.signum).name
                 raise Interrupted(f"{name} at epoch {epoch + 1} step {step}: checkpoint saved; "
                                   f"run the same command to resume", stop.signum)
             lr = lr_at(epoch + (step + 1) / steps, config.epochs, config.lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
+            if chunk_start < 0 or step >= chunk_start + chunk:
+                chunk_start = step - step % chunk
+                chunk_state = aug_gen.get_state()
+                span = idx_all[chunk_start * config.batch_size:min(chunk_start + chunk, steps) * config.batch_size]
+                chunk_x, chunk_t = augment_batches(
+                    data.train_x[span], data.train_y[span], aug_gen, config.batch_size, scaling=config.scaling,
+                    flip=config.flip, randaug=config.randaug, mixup=config.mixup, erasing=config.erasing)
+            at = (step - chunk_start) * config.batch_size
             idx = idx_all[step * config.batch_size:(step + 1) * config.batch_size]
-            x, targets = augment_batch(data.train_x[idx], data.train_y[idx], aug_gen, scaling=config.scaling,
-                                       flip=config.flip, randaug=config.randaug, mixup=config.mixup,
-                                       erasing=config.erasing)
-            x = x.contiguous(memory_format=memory_format)
-            with autocast:
-                logits = run_model(x)
-                loss = soft_target_cross_entropy(logits.float(), targets)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if config.clip:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            scaler.step(optimizer)
-            scaler.update()
+            x = chunk_x[at:at + config.batch_size].contiguous(memory_format=memory_format)
+            targets = chunk_t[at:at + config.batch_size]
+            loss_d, logits = optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets,
+                                               config.clip)
             # accumulate on the device: no host sync in the step
-            loss_d = loss.detach()
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss_d), step, bad_step)
-            correct = (logits.detach().argmax(1) == data.train_y[idx]).sum()
+            correct = (logits.argmax(1) == data.train_y[idx]).sum()
             sums += torch.stack([loss_d * len(idx), correct.float(), torch.tensor(float(len(idx)), device=device)])
             if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
                 _check_finite(bad_step, epoch)
@@ -261,6 +287,7 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
         row["seconds"] = time.perf_counter() - t_epoch
         history.append(row)
         perm, step0, sums = None, 0, torch.zeros(3, device=device)
+        chunk_state, chunk_start, chunk_x, chunk_t = None, -1, None, None
         save(epoch + 1, 0, None, None)
         _write_epochs_csv(store.run_dir(run_id) / "epochs.csv", history)
         store.write_status(run_id, "running", epoch=epoch + 1, epochs=config.epochs)

@@ -41,6 +41,41 @@ def test_fingerprint_separates_subsets_from_the_full_set(tiny_data, tmp_path):
     assert cifar.dataset_fingerprint(tmp_path / "absent") == "cifar10"  # to be downloaded: the real thing
 
 
+def test_subset_is_a_loadable_random_draw_with_its_own_fingerprint(tiny_data, tmp_path):
+    full = cifar.load_cifar10(tiny_data)
+    folder = cifar.write_subset(tiny_data, tmp_path / "a", n_train=101, n_test=7, seed=0)
+    a = cifar.load_cifar10(tmp_path / "a")
+    assert folder == tmp_path / "a" / "cifar-10-batches-py"
+    assert a.train_x.shape == (101, 3, 32, 32) and a.test_x.shape == (7, 3, 32, 32)
+    # every subset image is one of the source's, with its own label
+    for x, y in zip(a.train_x[:20], a.train_y[:20]):
+        [i] = [i for i in range(len(full.train_x)) if torch.equal(full.train_x[i], x)]
+        assert full.train_y[i] == y
+    cifar.write_subset(tiny_data, tmp_path / "b", n_train=101, n_test=7, seed=1)  # same size, other images
+    tags = {cifar.dataset_fingerprint(p) for p in (tiny_data, tmp_path / "a", tmp_path / "b")}
+    assert len(tags) == 3
+    with pytest.raises(UserError, match="already exists"):
+        cifar.write_subset(tiny_data, tmp_path / "a", n_train=10, n_test=7)
+    with pytest.raises(UserError, match="--train must be"):
+        cifar.write_subset(tiny_data, tmp_path / "c", n_train=10_000, n_test=7)
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())
+
+
+def test_subset_command_writes_a_folder_and_reports_mistakes_in_one_line(tiny_data, tmp_path, capsys):
+    from cmx.cli import main
+
+    assert main(["subset", str(tiny_data), str(tmp_path / "s"), "--train", "50", "--test", "10"]) == 0
+    assert cifar.load_cifar10(tmp_path / "s", download=False).train_x.shape[0] == 50
+    capsys.readouterr()
+    for argv, expected in ((["subset", str(tmp_path / "absent"), str(tmp_path / "t")], "missing"),
+                           (["subset", str(tiny_data), str(tmp_path / "t"), "--train", "0"], "--train must be"),
+                           (["subset", str(tiny_data), str(tmp_path / "s")], "already exists")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("cmx: error:") and expected in err[0], err
+    assert not (tmp_path / "t").exists()
+
+
 class RangeHandler(http.server.BaseHTTPRequestHandler):
     """Serves one archive, honouring `Range: bytes=N-` like a real web server."""
 
