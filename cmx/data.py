@@ -119,15 +119,15 @@ def write_subset(source: str | os.PathLike, dest: str | os.PathLike, n_train: in
     Its runs get their own dataset fingerprint, so tables never mix them with full CIFAR-10 runs. The
     folder appears whole or not at all (written beside it, then renamed).
     """
+    dest = Path(dest)
+    target = dest / FOLDER
+    if target.exists():
+        raise UserError(f"{target} already exists; pick another destination or remove it")
     data = load_cifar10(source, download=False)
     have_train, have_test = data.train_x.shape[0], data.test_x.shape[0]
     if not (5 <= n_train <= have_train and 1 <= n_test <= have_test):
         raise UserError(f"--train must be 5..{have_train} and --test 1..{have_test} (the images in {source}); "
                         f"got {n_train} and {n_test}")
-    dest = Path(dest)
-    target = dest / FOLDER
-    if target.exists():
-        raise UserError(f"{target} already exists; pick another destination or remove it")
     rng = np.random.default_rng(seed)
     train_idx, test_idx = rng.permutation(have_train)[:n_train], rng.permutation(have_test)[:n_test]
     try:

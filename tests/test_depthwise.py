@@ -25,6 +25,7 @@ def test_gradients_equal_the_stock_convolution(k, h, channels_last):
         torch.testing.assert_close(f, a, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel")  # PyTorch's note on even k
 def test_the_module_takes_the_fast_path_only_where_it_applies(monkeypatch):
     calls = []
     real = depthwise._DepthwiseConvCPU.apply
