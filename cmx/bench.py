@@ -43,8 +43,8 @@ from .config import RunConfig
 from .errors import UserError
 from .estimate import forward_flops
 from .model import build_model
-from .train import (AUG_CHUNK_IMAGES, EVAL_BATCH, make_optimizer, maybe_compile, optimisation_step, resolve_amp,
-                    resolve_device)
+from .train import (AUG_CHUNK_IMAGES, EVAL_BATCH, aug_chunk_batches, make_optimizer, maybe_compile,
+                    optimisation_step, resolve_amp, resolve_device)
 
 PAPER_TRAIN, PAPER_TEST, PAPER_EPOCHS = 50_000, 10_000, 200
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_train.py"
@@ -198,8 +198,7 @@ def cmx_aug_step(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int,
     """The train loop's gather + full paper augmentation of one chunk of whole batches (fresh random images
     each call), as `cmx.train` augments them; returns (step, images per call)."""
     perm_gen = torch.Generator().manual_seed(0)
-    batches = max(1, min(AUG_CHUNK_IMAGES, train_x.shape[0]) // batch_size)
-    n = batches * batch_size
+    n = aug_chunk_batches(batch_size, train_x.shape[0]) * batch_size
 
     def step() -> None:
         idx = torch.randint(0, train_x.shape[0], (n,), generator=perm_gen).to(train_x.device)

@@ -99,6 +99,11 @@ def optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets,
     return loss.detach(), logits.detach()
 
 
+def aug_chunk_batches(batch_size: int, n_images: int) -> int:
+    """Batches augmented per `augment_batches` call: about AUG_CHUNK_IMAGES images, at most the data."""
+    return max(1, min(AUG_CHUNK_IMAGES, n_images) // batch_size)
+
+
 @dataclass
 class Stop:
     """Set by SIGINT/SIGTERM; the loop checks it at each step boundary. A second signal exits at once."""
@@ -232,7 +237,7 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
     # Batches are augmented in chunks of `chunk` steps, aligned to the epoch's start. A mid-epoch checkpoint
     # stores the augmentation generator as it was at its chunk's start; resuming re-augments that chunk
     # (same numbers, same images) and continues at the saved step, so the run is bit-identical.
-    chunk = max(1, AUG_CHUNK_IMAGES // config.batch_size)
+    chunk = aug_chunk_batches(config.batch_size, n_train)
     chunk_state, chunk_start, chunk_x, chunk_t = None, -1, None, None
 
     for epoch in range(epoch, config.epochs):
