@@ -65,6 +65,17 @@ def device_constant(values: tuple, device: torch.device, dtype: torch.dtype) -> 
     return torch.tensor(values, dtype=dtype, device=device)
 
 
+def resolve_dispatch(dispatch: str, device: torch.device) -> str:
+    """How a per-image random choice is carried out. "subset": compute only what was drawn, reading the
+    choices on the host (free on CPU). "mask": compute every alternative and keep the drawn one with
+    torch.where, so nothing waits for the host (what a GPU wants). "auto": subset on CPU, mask elsewhere."""
+    if dispatch not in ("auto", "subset", "mask"):
+        raise ValueError(f"dispatch must be auto, subset or mask, not {dispatch!r}")
+    if dispatch == "auto":
+        return "subset" if torch.device(device).type == "cpu" else "mask"
+    return dispatch
+
+
 # ---------------------------------------------------------------------- Pillow pixel primitives
 def _per_image(v, n: int, device, dtype) -> Tensor:
     """A per-image argument: an (n,) tensor passes through; a scalar is filled on the device (no copy)."""
@@ -112,11 +123,58 @@ def _smooth(x: Tensor) -> Tensor:
 
 def _cubic_or_linear(v1, v2, v3, v4, d, bicubic):
     """Geometry.c: bilinear `v2 + (v3 − v2)·d`; bicubic Pillow's a = −1 cubic in its Horner form.
-    Flat neighbourhoods stay exact in both (no weight sums that miss 1 by an ulp)."""
+    Flat neighbourhoods stay exact in both (no weight sums that miss 1 by an ulp).
+
+    bicubic: a per-image bool tensor (both formulas, picked by torch.where), or a Python bool when every
+    image uses the same filter: then only that formula runs and bilinear needs only v2, v3 (v1 = v4 = None).
+    The results are identical: with p3 = p4 = 0 the Horner form reduces to `v2 + d·(v3 − v2)` exactly.
+    """
+    if bicubic is False:
+        return v2 + d * (v3 - v2)
+    if bicubic is True:
+        return v2 + d * ((-v1 + v3) + d * ((2 * (v1 - v2) + v3 - v4) + d * (-v1 + v2 - v3 + v4)))
     p2 = torch.where(bicubic, -v1 + v3, v3 - v2)
-    p3 = torch.where(bicubic, 2 * (v1 - v2) + v3 - v4, 0.0)
-    p4 = torch.where(bicubic, -v1 + v2 - v3 + v4, 0.0)
+    p3 = torch.where(bicubic, 2 * (v1 - v2) + v3 - v4, 0)
+    p4 = torch.where(bicubic, -v1 + v2 - v3 + v4, 0)
     return v2 + d * (p2 + d * (p3 + d * p4))
+
+
+def _first_pass_planes(x: Tensor, dim: int, bicubic) -> Tensor:
+    """The first pass's Horner coefficients at every source position along `dim` (3: x, 2: y).
+
+    Position i ∈ [−1, size − 1] is floor(coordinate − ½) of a sample point inside the image; its taps are
+    the edge-clamped pixels i−1..i+2 (bicubic) or i, i+1 (bilinear). Returns float64 planes (B, ch, P, ...)
+    with size + 1 positions along `dim`: P = 4 (v2, −v1 + v3, 2(v1 − v2) + v3 − v4, −v1 + v2 − v3 + v4) for
+    bicubic, P = 2 (v2, v3 − v2) for bilinear; a per-image bool tensor gives 4 planes, bilinear images with
+    zeros in the last two (as `_cubic_or_linear`'s torch.where). Why: the coefficients of integer pixels are
+    exact small integers, so they are computed once per source position in int16 instead of once per
+    output sample and tap in float64 (Rotate reads each position 4 times); the values are identical.
+    """
+    size = x.shape[dim]
+    pos = torch.arange(-1, size, device=x.device)
+
+    def tap(offset: int) -> Tensor:
+        return x.index_select(dim, (pos + offset).clamp_(0, size - 1)).short()
+
+    if bicubic is False:
+        v2, v3 = tap(0), tap(1)
+        planes = [v2, v3 - v2]
+    else:
+        v1, v2, v3, v4 = tap(-1), tap(0), tap(1), tap(2)
+        planes = [v2, -v1 + v3, 2 * (v1 - v2) + v3 - v4, -v1 + v2 - v3 + v4]
+        if not isinstance(bicubic, bool):
+            cub = bicubic.view(-1, 1, 1, 1)
+            planes = [v2, torch.where(cub, planes[1], v3 - v2), torch.where(cub, planes[2], 0),
+                      torch.where(cub, planes[3], 0)]
+    return torch.stack(planes, 2).double()
+
+
+def _horner(p: Tensor, d: Tensor) -> Tensor:
+    """Pillow's first-pass interpolation from gathered planes (dim 2): P1 + d·P2, or
+    P1 + d·(P2 + d·(P3 + d·P4)), the very operations of `_cubic_or_linear`."""
+    if p.shape[2] == 2:
+        return p[:, :, 0] + d * p[:, :, 1]
+    return p[:, :, 0] + d * (p[:, :, 1] + d * (p[:, :, 2] + d * p[:, :, 3]))
 
 
 def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) -> Tensor:
@@ -124,12 +182,17 @@ def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) 
 
     coeffs (B, 6) float64 (a, b, c, d, e, f): output pixel (x, y) reads the input at
     (a·X + b·Y + c, d·X + e·Y + f) with X = x + ½, Y = y + ½ (Pillow's pixel-centre convention).
+    bicubic: per-image bool tensor, or one Python bool for the whole batch, which reads only the taps that
+    filter needs (bilinear 2 per axis instead of 4).
     along="x" (or "y") promises the map only moves points along x (y): the other coordinate then falls
-    exactly on pixel centres, so only 4 taps are gathered instead of 4×4 (same result, 4× less work).
+    exactly on pixel centres, so one pass along that axis gives the same result as the 2-D sampler.
+    Otherwise: a horizontal pass at each of the 4 (2) rows around the point, then a vertical one, in float64
+    like Pillow (its truncation turns float32 rounding of exact integers into off-by-one pixels).
     """
     n, ch, h, w = x.shape
     dev = x.device
-    bicubic = _per_image(bicubic, n, dev, torch.bool)
+    if not isinstance(bicubic, bool):
+        bicubic = _per_image(bicubic, n, dev, torch.bool)
     ys = torch.arange(h, device=dev, dtype=torch.float64).view(1, h, 1) + 0.5
     xs = torch.arange(w, device=dev, dtype=torch.float64).view(1, 1, w) + 0.5
     a, b, c, d, e, f = coeffs.to(dev, torch.float64).view(n, 6, 1, 1).unbind(1)
@@ -138,26 +201,33 @@ def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) 
     inside = (xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)
     x0, y0 = (xin - 0.5).floor(), (yin - 0.5).floor()
     dx, dy = xin - 0.5 - x0, yin - 0.5 - y0
-    four, one = torch.arange(-1, 3, device=dev), torch.zeros(1, dtype=torch.long, device=dev)
-    cols = (x0.long().unsqueeze(-1) + (four if along != "y" else one)).clamp_(0, w - 1)  # (B, H, W, 4 or 1)
-    rows = (y0.long().unsqueeze(-1) + (four if along != "x" else one)).clamp_(0, h - 1)
-    index = rows.unsqueeze(-1) * w + cols.unsqueeze(-2)  # (B, H, W, row taps, col taps)
-    r, k = index.shape[-2:]
-    # float64 like Pillow: truncation turns float32 rounding of exact integers into off-by-one pixels
-    p = x.reshape(n, ch, h * w).double().gather(2, index.view(n, 1, -1).expand(n, ch, -1))
-    p = p.view(n, ch, h, w, r, k)
-    cub = bicubic.view(n, 1, 1, 1, 1)
-    if k == 4:  # along x → (B, 3, H, W, r)
-        p = _cubic_or_linear(*p.unbind(-1), dx.view(n, 1, h, w, 1), cub)
+    if along == "y":  # one vertical pass; x0 is each output pixel's own column
+        planes = _first_pass_planes(x, 2, bicubic)  # (B, ch, P, H + 1, W)
+        index = (y0.long() + 1).clamp_(0, h) * w + x0.long().clamp_(0, w - 1)  # (B, H, W)
+        p = _horner(_gather_planes(planes, index), dy.view(n, 1, h, w))
     else:
-        p = p.squeeze(-1)
-    if r == 4:  # along y → (B, 3, H, W)
-        p = _cubic_or_linear(*p.unbind(-1), dy.view(n, 1, h, w), cub.view(n, 1, 1, 1))
-    else:
-        p = p.squeeze(-1)
+        planes = _first_pass_planes(x, 3, bicubic)  # (B, ch, P, H, W + 1)
+        taps = [0] if along == "x" else [0, 1] if bicubic is False else [-1, 0, 1, 2]
+        taps = torch.tensor(taps, device=dev).view(1, -1, 1, 1)
+        rows = (y0.long().unsqueeze(1) + taps).clamp_(0, h - 1)  # (B, row taps, H, W)
+        index = rows * (w + 1) + (x0.long() + 1).clamp_(0, w).unsqueeze(1)
+        p = _horner(_gather_planes(planes, index), dx.view(n, 1, 1, h, w))  # (B, ch, row taps, H, W)
+        if along == "x":
+            p = p.squeeze(2)
+        else:  # the vertical pass over the row values (float64, as Pillow)
+            rows4 = p.unbind(2) if p.shape[2] == 4 else (None, *p.unbind(2), None)
+            cub = bicubic if isinstance(bicubic, bool) else bicubic.view(n, 1, 1, 1)
+            p = _cubic_or_linear(*rows4, dy.view(n, 1, h, w), cub)
     v = p.clamp_(0, 255).floor_().to(torch.uint8)
     fill = device_constant(tuple(fill), dev, torch.uint8).view(1, ch, 1, 1)
     return torch.where(inside.unsqueeze(1), v, fill)
+
+
+def _gather_planes(planes: Tensor, index: Tensor) -> Tensor:
+    """planes (B, ch, P, *source) at flat source positions index (B, *out) → (B, ch, P, *out)."""
+    n, ch, count = planes.shape[:3]
+    flat = planes.reshape(n, ch * count, -1).gather(2, index.reshape(n, 1, -1).expand(n, ch * count, -1))
+    return flat.view(n, ch, count, *index.shape[1:])
 
 
 def _affine_coeffs(n, device, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> Tensor:
@@ -338,6 +408,7 @@ NAME_TO_OP = {
 }
 
 RAND_INCREASING_OPS = tuple(NAME_TO_OP)  # timm's _RAND_INCREASING_TRANSFORMS, same order
+INTERPOLATING_OPS = frozenset({"Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel"})
 
 
 def apply_op(name: str, x: Tensor, level, sign=1.0, bicubic=False, fill=CIFAR_FILL) -> Tensor:
@@ -363,8 +434,7 @@ def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: f
     """
     if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[1] != 3:
         raise ValueError(f"rand_augment expects a uint8 (B, 3, H, W) batch, got {tuple(x.shape)} {x.dtype}")
-    if dispatch == "auto":
-        dispatch = "subset" if x.device.type == "cpu" else "mask"
+    dispatch = resolve_dispatch(dispatch, x.device)
     n, dev = x.shape[0], x.device
     for _ in range(num_ops):
         choice = integers(gen, len(ops), (n,), dev)  # with replacement, uniform
@@ -382,9 +452,14 @@ def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: f
         for k, name in enumerate(ops):
             chosen = applied & (choice == k)
             if dispatch == "subset":
-                idx = chosen.nonzero().squeeze(1)
-                if idx.numel():
-                    out[idx] = apply_op(name, x[idx], level[idx], sign[idx], bicubic[idx], fill)
+                # interpolating ops run once per filter, so each call computes only the filter it uses
+                groups = ([(chosen & bicubic, True), (chosen & ~bicubic, False)] if name in INTERPOLATING_OPS
+                          else [(chosen, bicubic)])
+                for sel, bic in groups:
+                    idx = sel.nonzero().squeeze(1)
+                    if idx.numel():
+                        bic = bic if isinstance(bic, bool) else bic[idx]
+                        out[idx] = apply_op(name, x[idx], level[idx], sign[idx], bic, fill)
             else:
                 out = torch.where(chosen.view(-1, 1, 1, 1), apply_op(name, x, level, sign, bicubic, fill), out)
         x = out

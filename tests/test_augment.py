@@ -73,16 +73,43 @@ def test_crop_box_fallback_is_the_centre_crop():
     assert (h == 32).all() and (w == 43).all() and (left == 10).all() and (top == 0).all()
 
 
-@pytest.mark.parametrize("bicubic", [False, True])
-def test_resized_crop_equals_pillow_crop_and_resize(bicubic):
-    x = random_images(6)
-    top, left, h, w = A.sample_crop_boxes(gen(1), 6, 32, 32)
-    out = A.resized_crop(x, top, left, h, w, bicubic)
+@pytest.fixture(params=["highest", "high"])
+def matmul_precision(request):
+    """"highest" takes the float32 split-weight path on CPU, anything else the float64 one."""
+    before = torch.get_float32_matmul_precision()
+    torch.set_float32_matmul_precision(request.param)
+    yield request.param
+    torch.set_float32_matmul_precision(before)
+
+
+def pillow_resized_crop(x, top, left, h, w, bicubic, mirror=None):
     resample = Image.BICUBIC if bicubic else Image.BILINEAR
-    for i in range(6):
+    out = []
+    for i in range(x.shape[0]):
         t, l, hh, ww = int(top[i]), int(left[i]), int(h[i]), int(w[i])
         im = Image.fromarray(x[i].permute(1, 2, 0).numpy()).crop((l, t, l + ww, t + hh)).resize((32, 32), resample)
-        assert torch.equal(out[i], torch.from_numpy(np.array(im)).permute(2, 0, 1))
+        if mirror is not None and mirror[i]:
+            im = im.transpose(Image.FLIP_LEFT_RIGHT)
+        out.append(torch.from_numpy(np.array(im)).permute(2, 0, 1))
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("bicubic", [False, True])
+def test_resized_crop_equals_pillow_crop_and_resize(bicubic, matmul_precision):
+    yy, xx = torch.meshgrid(torch.arange(32), torch.arange(32), indexing="ij")
+    ramps = torch.stack([xx * 8, yy * 8, (xx + yy) * 4]).clamp(0, 255).to(torch.uint8)  # smooth: many exact ties
+    x = torch.cat([random_images(48), ramps.expand(8, 3, 32, 32), torch.full((8, 3, 32, 32), 255, dtype=torch.uint8)])
+    top, left, h, w = A.sample_crop_boxes(gen(1), 64, 32, 32, scale=(0.35, 1.0))
+    mirror = torch.arange(64) % 3 == 0
+    out = A.resized_crop(x, top, left, h, w, bicubic, mirror)
+    assert torch.equal(out, pillow_resized_crop(x, top, left, h, w, bicubic, mirror))
+
+
+def test_crop_with_the_flip_folded_in_equals_crop_then_flip():
+    x = random_images(64)
+    g = gen(3)
+    separate = A.hflip(A.random_resized_crop(x, g), g)  # the same generator: crop draws, then flip draws
+    assert torch.equal(A.random_resized_crop(x, gen(3), flip_p=0.5), separate)
 
 
 def test_random_resized_crop_of_the_whole_image_is_identity():
@@ -157,6 +184,34 @@ def test_mixup_cutmix_pairs_each_image_with_the_reversed_batch_and_targets_match
     assert modes == {"mixup", "cutmix"}
 
 
+@pytest.mark.parametrize("inplace", [False, True])
+def test_mixup_subset_and_mask_dispatch_agree(inplace):
+    x, y = random_images(16).float(), torch.arange(16) % 10
+    for seed in range(6):  # both modes occur
+        ref, ref_t = A.mixup_cutmix(x, y, gen(seed), dispatch="mask")
+        xs = x.clone()
+        out, t = A.mixup_cutmix(xs, y, gen(seed), dispatch="subset", inplace=inplace)
+        assert torch.equal(out, ref) and torch.equal(t, ref_t)
+        assert torch.equal(xs, ref if inplace else x)  # in place only when asked
+
+
+def test_a_chunk_of_batches_mixes_each_batch_within_itself_with_its_own_lambda():
+    b, k = 8, 6
+    x = (torch.arange(b * k) * 5).view(-1, 1, 1, 1).expand(b * k, 3, 32, 32).to(torch.uint8)  # image i ≡ 5i
+    y = torch.arange(b * k) % 10
+    out, t = A.augment_batches(x, y, gen(2), b, scaling=False, flip=False, randaug=False, erasing=False)
+    mean, std = torch.tensor(MEAN).view(1, 3, 1, 1), torch.tensor(STD).view(1, 3, 1, 1)
+    raw = ((out * std + mean) * 255).mean((1, 2, 3)).double()  # each image's mean pixel, 0-255 scale
+    lams = set()
+    for j in range(k):
+        i = torch.arange(j * b, (j + 1) * b)
+        partner = i.flip(0)
+        own = (t[i, y[i]] - 0.01) / 0.9  # undo label smoothing 0.1 over 10 classes
+        assert torch.allclose(raw[i], own.double() * 5 * i + (1 - own.double()) * 5 * partner, atol=0.05)
+        lams.add(round(own[0].item(), 4))
+    assert len(lams) > 1
+
+
 def test_mixup_targets_fold_in_label_smoothing():
     x, y = random_images(6).float(), torch.tensor([1, 2, 3, 4, 5, 6])
     _, t = A.mixup_cutmix(x, y, gen(0))
@@ -166,10 +221,12 @@ def test_mixup_targets_fold_in_label_smoothing():
 
 
 # ---------------------------------------------------------------------- random erasing
-def test_random_erasing_touches_a_quarter_of_images_with_boxes_in_range():
+@pytest.mark.parametrize("dispatch", ["subset", "mask"])
+def test_random_erasing_touches_a_quarter_of_images_with_boxes_in_range(dispatch):
     n = 4000
     x = torch.zeros(n, 3, 32, 32)
-    out = A.random_erasing(x, gen(0))
+    out = A.random_erasing(x, gen(0), dispatch=dispatch)
+    assert torch.equal(x, torch.zeros_like(x))  # not in place unless asked
     touched = out.flatten(1).ne(0).any(1)
     assert 0.22 < touched.double().mean().item() < 0.28
     mask = out[touched, 0] != 0  # (k, H, W)
@@ -185,6 +242,18 @@ def test_random_erasing_touches_a_quarter_of_images_with_boxes_in_range():
     assert area.mean().item() == pytest.approx(ref_area.mean().item(), abs=0.01)
     noise = out[touched][out[touched] != 0]
     assert abs(noise.mean().item()) < 0.02 and abs(noise.std().item() - 1) < 0.02  # per-pixel N(0, 1)
+
+
+def test_erasing_dispatches_erase_the_same_boxes_in_place_or_not():
+    x = random_images(256).float()
+    masks = []
+    for dispatch in ("subset", "mask"):
+        for inplace in (False, True):
+            xi = x.clone()
+            out = A.random_erasing(xi, gen(5), dispatch=dispatch, inplace=inplace)
+            assert (out is xi) == inplace
+            masks.append(out != x)
+    assert all(torch.equal(m, masks[0]) for m in masks) and masks[0].any()
 
 
 def test_erase_boxes_match_timms_logic():

@@ -198,6 +198,21 @@ def test_affine_single_axis_shortcut_equals_the_full_2d_sampler():
     assert torch.equal(ra._affine(x, coeffs, bic, FILL, along="x"), ra._affine(x, coeffs, bic, FILL))
 
 
+@pytest.mark.parametrize("along", [None, "x", "y"])
+def test_affine_with_one_filter_for_the_batch_equals_the_per_image_sampler(along):
+    x = smooth_and_noisy_images()
+    n = x.shape[0]
+    coeffs = ra._affine_coeffs(n, x.device, a=0.96, b=0.28 if along != "y" else 0.0, c=-3.7,
+                               d=-0.28 if along != "x" else 0.0, e=0.96 if along is None else 1.0, f=5.2)
+    if along == "x":
+        coeffs[:, 0], coeffs[:, 4] = 1.0, 1.0
+    if along == "y":
+        coeffs[:, 0], coeffs[:, 4] = 1.0, 1.0
+    for bicubic in (False, True):
+        per_image = ra._affine(x, coeffs, torch.full((n,), bicubic), FILL, along=along)
+        assert torch.equal(ra._affine(x, coeffs, bicubic, FILL, along=along), per_image)
+
+
 # ---------------------------------------------------------------------- against Pillow itself
 def pillow_reference(name, arg, bicubic):
     from PIL import Image, ImageEnhance, ImageOps

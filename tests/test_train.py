@@ -1,5 +1,6 @@
 """`cmx train` end to end on tiny data: results layout, resume after SIGKILL/SIGINT/SIGTERM giving the
 same weights as an uninterrupted run, divergence, already-done runs, and no per-step host sync."""
+import functools
 import json
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from cmx import train as train_module
+from cmx.augment import augment_batches
 from cmx.cli import main
 from cmx.errors import Diverged, Interrupted
 from cmx.results import ResultsDir
@@ -84,8 +86,12 @@ def test_divergence_fails_the_run_with_exit_3_and_no_index_row(tiny_data, tmp_pa
 
 
 def test_training_step_does_not_sync_with_the_host(tiny_config, tmp_path, monkeypatch):
-    """Loss/accuracy stay on the device; reads happen every SYNC_EVERY steps and per epoch, not per step."""
+    """Loss/accuracy stay on the device; reads happen every SYNC_EVERY steps and per epoch, not per step.
+
+    The augmentation runs as on a GPU ("mask" dispatch): on CPU it reads its own CPU tensors (cutmix boxes,
+    RandAugment's subsets), which costs nothing there and is not a device sync."""
     monkeypatch.setattr(train_module, "SYNC_EVERY", 10_000)
+    monkeypatch.setattr(train_module, "augment_batches", functools.partial(augment_batches, dispatch="mask"))
     calls = {"n": 0}
     package = str(Path(train_module.__file__).parent)
     for name in ("item", "tolist", "cpu", "__bool__", "__int__", "__float__"):
