@@ -151,10 +151,12 @@ def _first_pass_planes(x: Tensor, dim: int, bicubic) -> Tensor:
     output sample and tap in float64 (Rotate reads each position 4 times); the values are identical.
     """
     size = x.shape[dim]
-    pos = torch.arange(-1, size, device=x.device)
+    x16 = x.short()
+    first, last = x16.narrow(dim, 0, 1), x16.narrow(dim, size - 1, 1)
+    padded = torch.cat([first, first, x16, last, last], dim)  # index j holds pixel clamp(j − 2)
 
-    def tap(offset: int) -> Tensor:
-        return x.index_select(dim, (pos + offset).clamp_(0, size - 1)).short()
+    def tap(offset: int) -> Tensor:  # pixel clamp(i + offset) for positions i = −1 .. size − 1
+        return padded.narrow(dim, offset + 1, size + 1)
 
     if bicubic is False:
         v2, v3 = tap(0), tap(1)
