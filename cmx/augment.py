@@ -352,7 +352,8 @@ def random_erasing(x: Tensor, gen: torch.Generator, p: float = 0.25, area=(0.02,
         if idx.numel():
             mask = _box_mask(top[idx], left[idx], h[idx], w[idx], height, width).expand(-1, c, -1, -1)
             noise = normal(gen, (int((h[idx] * w[idx]).sum()) * c,), x.device).to(x.dtype)
-            out[idx] = out[idx].masked_scatter_(mask, noise)  # box pixels in (image, channel, row, col) order
+            erased = out.index_select(0, idx).masked_scatter_(mask, noise)  # (image, channel, row, col) order
+            out.index_copy_(0, idx, erased)
         return out
     mask = _box_mask(top, left, h, w, height, width) & erase.view(-1, 1, 1, 1)
     noise = normal(gen, (n, c, height, width), x.device).to(x.dtype)
