@@ -1,20 +1,24 @@
 """The paper's training augmentation (timm's CIFAR recipe) on whole batches, on the batch's device.
 
-`augment_batch` is the one place that states the order:
-    random-resized-crop → flip → RandAugment (uint8) → mixup/cutmix (float 0-255) → normalise → erasing.
+`augment_batches` is the one place that states the order:
+    random-resized-crop (+ flip) → RandAugment (uint8) → normalise → mixup/cutmix (per batch) → erasing.
 Each stage is a function of (batch, generator) → batch with per-image randomness from vectorised parameters
 and masks, never the global RNG; random numbers are drawn on the generator's device (see randaugment.py).
-Nothing in the per-batch path reads a value back to the host.
+
+Dispatch (randaugment.resolve_dispatch): on CPU the stages read their own random choices on the host (free
+there) and compute only what was drawn; elsewhere ("mask") every alternative is computed and torch.where
+keeps the drawn one, so nothing in the per-batch path reads a value back from a GPU.
 
 Where timm runs per image in PIL, the semantics are timm's: RandomResizedCropAndInterpolation's 10 attempts
-and centre-crop fallback with Pillow's two-pass resampling (bilinear or bicubic per image); Mixup in "batch"
-mode (one λ, partner = reversed batch, rand_bbox with λ correction, label smoothing folded in);
-RandomErasing "pixel" mode with its 10 attempts, on the normalised batch.
+and centre-crop fallback with Pillow's two-pass resampling (bilinear or bicubic per image, bit-exact);
+Mixup in "batch" mode (one λ, partner = reversed batch, rand_bbox with λ correction, label smoothing folded
+in); RandomErasing "pixel" mode with its 10 attempts, on the normalised batch.
 
 Two choices where timm has two behaviours: mixup mixes the float batch without rounding back to uint8
-(timm's collate rounds; its non-prefetcher Mixup on normalised tensors does not, and normalising commutes
-with mixing), and erasing runs after mixing, as in timm's prefetcher path (without the prefetcher timm
-erases per image before mixing).
+(timm's collate rounds; its non-prefetcher Mixup on normalised tensors does not; normalising commutes with
+mixing, so mixing the normalised batch equals normalising the mixed one up to float32 rounding), and
+erasing runs after mixing, as in timm's prefetcher path (without the prefetcher timm erases per image
+before mixing).
 """
 from __future__ import annotations
 
@@ -391,10 +395,11 @@ def augment_batches(x: Tensor, y: Tensor, gen: torch.Generator, batch_size: int,
                     num_classes: int = 10, dispatch: str = "auto"):
     """`augment_batch` for several consecutive training batches at once (x holds them back to back).
 
-    Why: every stage but mixup is per image, so it runs once over the whole chunk; on CPU RandAugment's 30
+    Why: every stage but mixup is per image, so it runs once over the whole chunk; on CPU RandAugment's
     op dispatches then cover ~1000 images instead of 128 and the chunk augments ~1.7× faster (RESULTS.md).
-    Mixup/CutMix stays per batch (one λ per batch, partner = that batch reversed), exactly as with
-    `augment_batch`, which is this function with one batch.
+    Mixup/CutMix stays per batch (one λ per batch, partner = that batch reversed); all batches' λ and boxes
+    are drawn at once, and each batch is normalised and mixed while it is still in cache. `augment_batch`
+    is this function with one batch.
     """
     if x.shape[0] % batch_size:
         raise ValueError(f"{x.shape[0]} images are not a whole number of batches of {batch_size}")

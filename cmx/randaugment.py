@@ -26,10 +26,11 @@ Randomness: every number comes from the explicit generator, drawn on the generat
 to the batch's device. A CUDA generator with a CUDA batch draws on the GPU; a CPU generator also works with
 a CUDA batch (a few numbers per image are copied over). Streams differ between CPU and CUDA generators.
 
-Dispatch: each image runs only the op it drew. On CPU ops run on index subsets (`nonzero` is free there);
-on CUDA every op runs on the whole batch and `torch.where` keeps the drawn result, so nothing waits for the
-host (15× the arithmetic, which a GPU absorbs at 32×32; on CPU it is ~30× slower). Both give identical
-results (tests check it). Only the CPU path has been run: this machine has no GPU.
+Dispatch: each image runs only the op it drew. On CPU the images are sorted by op and each op runs on its
+block (reading the draws on the host is free there; the affine ops share one sampler call per axis and
+filter); on CUDA every op runs on the whole batch and `torch.where` keeps the drawn result, so nothing
+waits for the host (15× the arithmetic, which a GPU absorbs at 32×32; on CPU it is ~30× slower). Both give
+identical results (tests check it). Only the CPU path has been run: this machine has no GPU.
 """
 from __future__ import annotations
 
