@@ -91,7 +91,9 @@ def print_table(r: dict) -> None:
     console = Console()
     console.print(table)
     console.print(f"memory: {r['peak_mem_method']}; augmentation on {r['aug_images']} images"
-                  + ("; reference augmentation: its own script, 1 DataLoader worker" if ref else ""))
+                  + ("; reference augmentation: its own script, 1 DataLoader worker, "
+                     f"{r['reference_aug_ops']}; augmentation ratio per pair of runs: "
+                     + ", ".join(f"{x:.2f}×" for x in r["aug_ratio_per_pair"]) if ref else ""))
     console.print(f"projection: one 200-epoch run ≈ {r['projected_run_hours']:.1f} h on this device"
                   + (f"; {r['projected_sweep_file']} ({r['projected_sweep_runs']} runs) ≈ "
                      f"{r['projected_sweep_hours']:,.0f} h" if "projected_sweep_hours" in r else ""))

@@ -40,6 +40,8 @@ def test_bench_vs_reference_reports_reference_numbers_and_ratios(tiny_data):
         assert result[f"reference_{key}_img_per_s"] > 0
         assert result[f"{key}_ratio"] > 0
     assert result["aug_images"] == "real"
+    assert len(result["aug_ratio_per_pair"]) == 3 and all(r > 0 for r in result["aug_ratio_per_pair"])
+    assert "--ra-n 2 --ra-m 9 --jitter 0" in result["reference_aug_ops"]  # the reference runs cmx's ops
 
 
 def test_bench_table_for_humans(capsys):
