@@ -202,8 +202,8 @@ def cmx_aug_step(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int,
 
     def step() -> None:
         idx = torch.randint(0, train_x.shape[0], (n,), generator=perm_gen).to(train_x.device)
-        augment_batches(train_x.index_select(0, idx), train_y[idx], gen, batch_size, scaling=True, flip=True, randaug=True,
-                        mixup=True, erasing=True)
+        augment_batches(train_x.index_select(0, idx), train_y[idx], gen, batch_size, scaling=True, flip=True,
+                        randaug=True, mixup=True, erasing=True)
 
     return step, n
 
