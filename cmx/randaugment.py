@@ -122,34 +122,41 @@ def _smooth(x: Tensor) -> Tensor:
     return out
 
 
-def _cubic_or_linear(v1, v2, v3, v4, d, bicubic):
-    """Geometry.c: bilinear `v2 + (v3 − v2)·d`; bicubic Pillow's a = −1 cubic in its Horner form.
-    Flat neighbourhoods stay exact in both (no weight sums that miss 1 by an ulp).
+def _coefficients(v1, v2, v3, v4, bicubic) -> list[Tensor]:
+    """Geometry.c's interpolation coefficients of four neighbours v1..v4 (the point lies between v2 and v3):
+    bilinear [v2, v3 − v2]; bicubic (Pillow's a = −1 cubic in Horner form) [v2, −v1 + v3, 2(v1 − v2) + v3 − v4,
+    −v1 + v2 − v3 + v4]. Flat neighbourhoods stay exact in both (no weight sums that miss 1 by an ulp).
 
-    bicubic: a per-image bool tensor (both formulas, picked by torch.where), or a Python bool when every
-    image uses the same filter: then only that formula runs and bilinear needs only v2, v3 (v1 = v4 = None).
-    The results are identical: with p3 = p4 = 0 the Horner form reduces to `v2 + d·(v3 − v2)` exactly.
+    bicubic: a Python bool when every image uses the same filter (bilinear then needs only v2, v3; v1 and v4
+    may be None), or a per-image bool tensor: 4 coefficients, picked by torch.where, with zeros in the last
+    two for bilinear images, which `_interpolate` turns into exactly `v2 + d·(v3 − v2)`.
     """
     if bicubic is False:
-        return v2 + d * (v3 - v2)
+        return [v2, v3 - v2]
+    cubic = [v2, -v1 + v3, 2 * (v1 - v2) + v3 - v4, -v1 + v2 - v3 + v4]
     if bicubic is True:
-        return v2 + d * ((-v1 + v3) + d * ((2 * (v1 - v2) + v3 - v4) + d * (-v1 + v2 - v3 + v4)))
-    p2 = torch.where(bicubic, -v1 + v3, v3 - v2)
-    p3 = torch.where(bicubic, 2 * (v1 - v2) + v3 - v4, 0)
-    p4 = torch.where(bicubic, -v1 + v2 - v3 + v4, 0)
-    return v2 + d * (p2 + d * (p3 + d * p4))
+        return cubic
+    return [v2, torch.where(bicubic, cubic[1], v3 - v2), torch.where(bicubic, cubic[2], 0),
+            torch.where(bicubic, cubic[3], 0)]
+
+
+def _interpolate(coeffs, d: Tensor) -> Tensor:
+    """Pillow's interpolation at distance d from its coefficients: p1 + d·p2, or p1 + d·(p2 + d·(p3 + d·p4))."""
+    if len(coeffs) == 2:
+        return coeffs[0] + d * coeffs[1]
+    p1, p2, p3, p4 = coeffs
+    return p1 + d * (p2 + d * (p3 + d * p4))
 
 
 def _first_pass_planes(x: Tensor, dim: int, bicubic) -> Tensor:
-    """The first pass's Horner coefficients at every source position along `dim` (3: x, 2: y).
+    """The first pass's `_coefficients` at every source position along `dim` (3: x, 2: y).
 
     Position i ∈ [−1, size − 1] is floor(coordinate − ½) of a sample point inside the image; its taps are
     the edge-clamped pixels i−1..i+2 (bicubic) or i, i+1 (bilinear). Returns float64 planes (B, ch, P, ...)
-    with size + 1 positions along `dim`: P = 4 (v2, −v1 + v3, 2(v1 − v2) + v3 − v4, −v1 + v2 − v3 + v4) for
-    bicubic, P = 2 (v2, v3 − v2) for bilinear; a per-image bool tensor gives 4 planes, bilinear images with
-    zeros in the last two (as `_cubic_or_linear`'s torch.where). Why: the coefficients of integer pixels are
-    exact small integers, so they are computed once per source position in int16 instead of once per
-    output sample and tap in float64 (Rotate reads each position 4 times); the values are identical.
+    with size + 1 positions along `dim` and P = 4 (bicubic, or a per-image bool tensor) or 2 (bilinear).
+    Why: the coefficients of integer pixels are exact small integers, so they are computed once per source
+    position in int16 instead of once per output sample and tap in float64 (Rotate reads each position 4
+    times); the values are identical.
     """
     size = x.shape[dim]
     x16 = x.short()
@@ -159,25 +166,9 @@ def _first_pass_planes(x: Tensor, dim: int, bicubic) -> Tensor:
     def tap(offset: int) -> Tensor:  # pixel clamp(i + offset) for positions i = −1 .. size − 1
         return padded.narrow(dim, offset + 1, size + 1)
 
-    if bicubic is False:
-        v2, v3 = tap(0), tap(1)
-        planes = [v2, v3 - v2]
-    else:
-        v1, v2, v3, v4 = tap(-1), tap(0), tap(1), tap(2)
-        planes = [v2, -v1 + v3, 2 * (v1 - v2) + v3 - v4, -v1 + v2 - v3 + v4]
-        if not isinstance(bicubic, bool):
-            cub = bicubic.view(-1, 1, 1, 1)
-            planes = [v2, torch.where(cub, planes[1], v3 - v2), torch.where(cub, planes[2], 0),
-                      torch.where(cub, planes[3], 0)]
-    return torch.stack(planes, 2).double()
-
-
-def _horner(p: Tensor, d: Tensor) -> Tensor:
-    """Pillow's first-pass interpolation from gathered planes (dim 2): P1 + d·P2, or
-    P1 + d·(P2 + d·(P3 + d·P4)), the very operations of `_cubic_or_linear`."""
-    if p.shape[2] == 2:
-        return p[:, :, 0] + d * p[:, :, 1]
-    return p[:, :, 0] + d * (p[:, :, 1] + d * (p[:, :, 2] + d * p[:, :, 3]))
+    cub = bicubic if isinstance(bicubic, bool) else bicubic.view(-1, 1, 1, 1)
+    outer = (None, None) if bicubic is False else (tap(-1), tap(2))
+    return torch.stack(_coefficients(outer[0], tap(0), tap(1), outer[1], cub), 2).double()
 
 
 def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) -> Tensor:
@@ -207,20 +198,20 @@ def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) 
     if along == "y":  # one vertical pass; x0 is each output pixel's own column
         planes = _first_pass_planes(x, 2, bicubic)  # (B, ch, P, H + 1, W)
         index = (y0.long() + 1).clamp_(0, h) * w + x0.long().clamp_(0, w - 1)  # (B, H, W)
-        p = _horner(_gather_planes(planes, index), dy.view(n, 1, h, w))
+        p = _interpolate(_gather_planes(planes, index).unbind(2), dy.view(n, 1, h, w))
     else:
         planes = _first_pass_planes(x, 3, bicubic)  # (B, ch, P, H, W + 1)
         taps = [0] if along == "x" else [0, 1] if bicubic is False else [-1, 0, 1, 2]
         taps = torch.tensor(taps, device=dev).view(1, -1, 1, 1)
         rows = (y0.long().unsqueeze(1) + taps).clamp_(0, h - 1)  # (B, row taps, H, W)
         index = rows * (w + 1) + (x0.long() + 1).clamp_(0, w).unsqueeze(1)
-        p = _horner(_gather_planes(planes, index), dx.view(n, 1, 1, h, w))  # (B, ch, row taps, H, W)
+        p = _interpolate(_gather_planes(planes, index).unbind(2), dx.view(n, 1, 1, h, w))  # (B, ch, r, H, W)
         if along == "x":
             p = p.squeeze(2)
         else:  # the vertical pass over the row values (float64, as Pillow)
             rows4 = p.unbind(2) if p.shape[2] == 4 else (None, *p.unbind(2), None)
             cub = bicubic if isinstance(bicubic, bool) else bicubic.view(n, 1, 1, 1)
-            p = _cubic_or_linear(*rows4, dy.view(n, 1, h, w), cub)
+            p = _interpolate(_coefficients(*rows4, cub), dy.view(n, 1, h, w))
     v = p.clamp_(0, 255).floor_().to(torch.uint8)
     fill = device_constant(tuple(fill), dev, torch.uint8).view(1, ch, 1, 1)
     return torch.where(inside.unsqueeze(1), v, fill)
@@ -477,6 +468,7 @@ def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: f
 
 
 _NOT_APPLIED = 10_000
+_AXES = (None, "x", "y")  # the `along` of each affine sampler call group
 
 
 def _layer_by_subsets(x: Tensor, op: Tensor, level: Tensor, sign: Tensor, bicubic: Tensor, fill, ops) -> Tensor:
@@ -489,9 +481,9 @@ def _layer_by_subsets(x: Tensor, op: Tensor, level: Tensor, sign: Tensor, bicubi
     2×2 images), a third of RandAugment's time; sorting and sharing remove about a third of the ops.
     """
     n, dev = x.shape[0], x.device
-    axis = {None: 0, "x": 1, "y": 2}
     is_affine = torch.tensor([name in AFFINE_OPS for name in ops], device=dev)
-    axis_of = torch.tensor([axis[AFFINE_OPS[name][1]] if name in AFFINE_OPS else 0 for name in ops], device=dev)
+    axis_of = torch.tensor([_AXES.index(AFFINE_OPS[name][1]) if name in AFFINE_OPS else 0 for name in ops],
+                           device=dev)
     k = op.clamp(min=0)
     group = 2 * axis_of[k] + bicubic.long()  # affine ops: the sampler call they share
     key = torch.where(is_affine[k], 100 + 100 * group + k, k)  # non-affine: their op index
@@ -517,8 +509,7 @@ def _layer_by_subsets(x: Tensor, op: Tensor, level: Tensor, sign: Tensor, bicubi
     for call, parts in affine_parts.items():  # each call's parts are adjacent in the sorted order
         part = slice(parts[0][0].start, parts[-1][0].stop)
         coeffs = torch.cat([c for _, c in parts])
-        along = {v: k for k, v in axis.items()}[call // 2]
-        out[part] = _affine(xs[part], coeffs, bool(call % 2), fill, along=along)
+        out[part] = _affine(xs[part], coeffs, bool(call % 2), fill, along=_AXES[call // 2])
     inverse = torch.empty_like(order)
     inverse[order] = torch.arange(n, device=dev)
     return out.index_select(0, inverse)

@@ -262,8 +262,9 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
                 chunk_state = aug_gen.get_state()
                 span = idx_all[chunk_start * config.batch_size:min(chunk_start + chunk, steps) * config.batch_size]
                 chunk_x, chunk_t = augment_batches(
-                    data.train_x.index_select(0, span), data.train_y[span], aug_gen, config.batch_size, scaling=config.scaling,
-                    flip=config.flip, randaug=config.randaug, mixup=config.mixup, erasing=config.erasing)
+                    data.train_x.index_select(0, span), data.train_y[span], aug_gen, config.batch_size,
+                    scaling=config.scaling, flip=config.flip, randaug=config.randaug, mixup=config.mixup,
+                    erasing=config.erasing)
             at = (step - chunk_start) * config.batch_size
             idx = idx_all[step * config.batch_size:(step + 1) * config.batch_size]
             x = chunk_x[at:at + config.batch_size].contiguous(memory_format=memory_format)
