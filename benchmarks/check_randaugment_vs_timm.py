@@ -29,8 +29,8 @@ from PIL import Image, ImageOps
 from torchvision.transforms import functional as TF
 
 import timm.data.auto_augment as taa
-from cmx import randaugment as ra
-from cmx.augment import augment_batch, resized_crop
+from cmx.augment import randaugment as ra
+from cmx.augment.pipeline import augment_batch, resized_crop
 
 _post = ImageOps.posterize
 ImageOps.posterize = lambda img, bits: _post(img, bits) if bits >= 1 else Image.new(img.mode, img.size)
@@ -92,7 +92,7 @@ def main():
 
     # random-resized-crop resampling: fixed boxes, both interpolations, against torchvision's PIL path
     g = torch.Generator().manual_seed(0)
-    from cmx.augment import sample_crop_boxes
+    from cmx.augment.pipeline import sample_crop_boxes
     top, left, h, w = sample_crop_boxes(g, a.n, 32, 32)
     for bicubic, mode in ((False, TF.InterpolationMode.BILINEAR), (True, TF.InterpolationMode.BICUBIC)):
         ref = [np.asarray(TF.resized_crop(Image.fromarray(im), int(t), int(l), int(hh), int(ww), [32, 32], mode))

@@ -2,8 +2,8 @@
 beside the reference's Fig. 3 model as written (NCHW fp32, plain AdamW), interleaved round by round.
 
 Every contender is built once, warmed up, then each takes one timed step per round in turn, so background
-load hits them alike; img/s = batch / median step time. The cmx contenders are `cmx.bench.cmx_train_step`
-(exactly cmx.train's step) with RunConfig.amp / channels_last / compile set per variant.
+load hits them alike; img/s = batch / median step time. The cmx contenders are `cmx.bench.speed.cmx_train_step`
+(exactly cmx.run.train's step) with RunConfig.amp / channels_last / compile set per variant.
 
     python benchmarks/train_step_variants.py                       # 256/8 p1 k9, batch 64
     python benchmarks/train_step_variants.py --rounds 10 --compile --threads 1
@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from cmx.augment import augment_batch  # noqa: E402
-from cmx.bench import cmx_train_step, interleaved, rate, reference_train_step  # noqa: E402
-from cmx.config import RunConfig  # noqa: E402
+from cmx.augment.pipeline import augment_batch  # noqa: E402
+from cmx.bench.speed import cmx_train_step, interleaved, rate, reference_train_step  # noqa: E402
+from cmx.run.config import RunConfig  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 from scipy import stats
 
-from cmx import augment as A
-from cmx.data import MEAN, STD
+from cmx.augment import pipeline as A
+from cmx.run.data import MEAN, STD
 
 
 def gen(seed=0):

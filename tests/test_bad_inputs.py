@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cmx.cli import main
+from cmx.cli.app import main
 from tiny_cifar import make_tiny_cifar
 
 BASE = ["train", "--h", "8", "--d", "1", "--p", "4", "--k", "3", "--epochs", "1", "--device", "cpu", "-q"]
@@ -109,7 +109,7 @@ CASES = [
 @pytest.fixture(autouse=True)
 def _offline(monkeypatch):
     """Make the download fail at once and locally, as it does on a machine without internet."""
-    monkeypatch.setattr("cmx.data.URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
+    monkeypatch.setattr("cmx.run.data.URL", "http://127.0.0.1:9/cifar-10-python.tar.gz")
 
 
 @pytest.mark.parametrize("case_id,setup,expected", CASES, ids=[c[0] for c in CASES])

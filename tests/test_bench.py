@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from cmx.bench import DEFAULT_REFERENCE
-from cmx.cli import main
+from cmx.bench.speed import DEFAULT_REFERENCE
+from cmx.cli.app import main
 from conftest import REPO, cmx_subprocess_env
 
 TINY = ["--h", "8", "--d", "1", "--p", "4", "--k", "3", "--batch-size", "16", "--device", "cpu",

@@ -1,7 +1,7 @@
 """One validated config from flags and YAML; run ids that are stable and mean 'same experiment'."""
 import pytest
 
-from cmx.config import IDENTITY_FIELDS, RunConfig
+from cmx.run.config import IDENTITY_FIELDS, RunConfig
 from cmx.errors import UserError
 
 

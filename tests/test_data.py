@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cmx import data as cifar
+from cmx.run import data as cifar
 from cmx.errors import UserError
 from tiny_cifar import make_tiny_cifar
 
@@ -62,7 +62,7 @@ def test_subset_is_a_loadable_random_draw_with_its_own_fingerprint(tiny_data, tm
 
 
 def test_subset_command_writes_a_folder_and_reports_mistakes_in_one_line(tiny_data, tmp_path, capsys):
-    from cmx.cli import main
+    from cmx.cli.app import main
 
     assert main(["subset", str(tiny_data), str(tmp_path / "s"), "--train", "50", "--test", "10"]) == 0
     assert cifar.load_cifar10(tmp_path / "s", download=False).train_x.shape[0] == 50

@@ -3,9 +3,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cmx import depthwise
-from cmx.config import RunConfig
-from cmx.model import build_model
+from cmx.run import depthwise
+from cmx.run.config import RunConfig
+from cmx.run.model import build_model
 
 
 def grads(conv_fn, x, w, b, g):

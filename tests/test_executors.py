@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-import cmx.executor_slurm
-from cmx.cli import main
-from cmx.executor_slurm import SlurmOptions, SubmititExecutor
-from cmx.executors import select_runs
-from cmx.results import ResultsDir
-from cmx.sweep import make_plan
+import cmx.sweep.slurm
+from cmx.cli.app import main
+from cmx.sweep.slurm import SlurmOptions, SubmititExecutor
+from cmx.sweep.executors import select_runs
+from cmx.run.results import ResultsDir
+from cmx.sweep.plan import make_plan
 from tiny_cifar import make_tiny_cifar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def epoch_of(results: Path) -> int:
 
 # ---------------------------------------------------------------------- local executor
 def test_gpu_slots_get_their_own_device_and_cpu_slots_share_the_cores(tmp_path, monkeypatch):
-    from cmx.executor_local import LocalExecutor, available_cpus, make_slots
+    from cmx.sweep.local import LocalExecutor, available_cpus, make_slots
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     slots = make_slots(["0", "1"], per_gpu=2)
@@ -189,7 +189,7 @@ def test_debug_executor_runs_the_slurm_job_code_in_process(data, tmp_path, capsy
 @pytest.mark.slow
 def test_submitit_local_executor_requeues_a_preempted_run_which_resumes(data, tmp_path, monkeypatch):
     """SLURM's preemption signal (USR2) → checkpoint mid-epoch → submitit requeues → train() resumes."""
-    monkeypatch.setattr(cmx.executor_slurm, "POLL_S", 0.5)
+    monkeypatch.setattr(cmx.sweep.slurm, "POLL_S", 0.5)
     sweep = write_sweep(tmp_path / "pre.yaml", data, epochs=12)
     results = tmp_path / "results"
     plan = make_plan(sweep, results)
@@ -243,7 +243,7 @@ def slurm_cluster():
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_real_slurm_runs_a_two_run_sweep_as_a_job_array(slurm_cluster, data, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(cmx.executor_slurm, "POLL_S", 1.0)
+    monkeypatch.setattr(cmx.sweep.slurm, "POLL_S", 1.0)
     sweep = write_sweep(tmp_path / "slurm.yaml", data, grid={"k": [3, 5]})
     results = tmp_path / "results"
     args = ["sweep", str(sweep), "--results", str(results), "--executor", "slurm", "--wait", "--partition", "debug",

@@ -8,9 +8,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cmx import collect, plot, table
-from cmx.cli_results import format_seconds, register
-from cmx.collect import SkippedRun
+from cmx.analysis import collect, plot, table
+from cmx.cli.results import format_seconds, register
+from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 
 from fabricate import make_run, small_study

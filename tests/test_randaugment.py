@@ -4,7 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
-from cmx import randaugment as ra
+from cmx.augment import randaugment as ra
 
 FILL = (125, 123, 114)
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from cmx.cli import main
-from cmx.config import RunConfig
+from cmx.cli.app import main
+from cmx.run.config import RunConfig
 from cmx.errors import UserError
-from cmx.estimate import estimate, forward_flops, gpu_hours, run_flops
-from cmx.paper import ABLATIONS
-from cmx.sweep import make_plan, parse_overrides, parse_seeds
+from cmx.sweep.estimate import estimate, forward_flops, gpu_hours, run_flops
+from cmx.analysis.paper import ABLATIONS
+from cmx.sweep.plan import make_plan, parse_overrides, parse_seeds
 from fabricate import make_run
 
 REPO = Path(__file__).resolve().parents[1]

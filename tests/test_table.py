@@ -15,9 +15,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cmx import collect, paper, table
-from cmx.cli_results import register
-from cmx.collect import SkippedRun
+from cmx.analysis import collect, paper, table
+from cmx.cli.results import register
+from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 
 from fabricate import corrupt, make_run, small_study

@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cmx import train as train_module
-from cmx.augment import augment_batches
-from cmx.cli import main
+from cmx.run import train as train_module
+from cmx.augment.pipeline import augment_batches
+from cmx.cli.app import main
 from cmx.errors import Diverged, Interrupted
-from cmx.results import ResultsDir
-from cmx.train import lr_at, train
+from cmx.run.results import ResultsDir
+from cmx.run.train import lr_at, train
 from conftest import REPO, cmx_subprocess_env
 from tiny_cifar import make_tiny_cifar
 
@@ -198,7 +198,7 @@ def test_interrupt_saves_at_a_step_boundary_and_resumes_identically(kill_data, t
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
     import os
 
-    import cmx.results as results
+    import cmx.run.results as results
 
     real_fsync, seen = os.fsync, {"checkpoints": 0}
 

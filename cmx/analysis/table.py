@@ -21,8 +21,8 @@ from typing import Callable
 import pandas as pd
 
 from . import paper
-from .config import RunConfig
-from .errors import UserError
+from ..run.config import RunConfig, eq4_params
+from ..errors import UserError
 
 MATCH_FIELDS = ("h", "d", "p", "k", "wd", "norm", "act", "residual",
                 "scaling", "flip", "randaug", "mixup", "erasing", "clip")
@@ -40,11 +40,6 @@ MARKS = {
 
 
 # ---------------------------------------------------------------------- matching and aggregation
-def eq4_params(h: int, d: int, p: int, k: int) -> int:
-    """Eq. 4 of the paper: exact parameter count of ConvMixer-h/d with BatchNorm."""
-    return h * (d * (k * k + h + 6) + 3 * p * p + 10 + 3) + 10
-
-
 def match_key(values) -> str:
     """Canonical text of the MATCH_FIELDS of a run or config (wd to 6 significant digits)."""
     parts = []

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 from .results import atomic_write_bytes
 
 FILENAME = "checkpoint.pt"

@@ -34,9 +34,9 @@ from typing import Any
 
 import yaml
 
-from .config import FIELD_NAMES, RunConfig
-from .errors import UserError
-from .results import ResultsDir
+from ..run.config import FIELD_NAMES, RunConfig
+from ..errors import UserError
+from ..run.results import ResultsDir
 
 TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include")
 # Long names people write for the paper's one-letter settings (for "did you mean" hints only).
@@ -351,7 +351,7 @@ class Plan:
 def make_plan(path: str | Path, results: str | Path | None = None, overrides: list[str] | None = None,
               seeds: list[int] | None = None) -> Plan:
     """Load, validate and expand a sweep file, de-duplicate by run_id, and read each run's state."""
-    from .data import dataset_fingerprint  # reads file sizes only
+    from ..run.data import dataset_fingerprint  # reads file sizes only
 
     path = Path(path)
     if not path.is_file():

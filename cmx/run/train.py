@@ -24,10 +24,10 @@ import torch.nn.functional as F
 
 from . import checkpoint
 from .allocator import keep_freed_memory
-from .augment import augment_batches, normalize, soft_target_cross_entropy
+from ..augment.pipeline import augment_batches, normalize, soft_target_cross_entropy
 from .config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
-from .errors import Diverged, Interrupted, UserError
+from ..errors import Diverged, Interrupted, UserError
 from .model import build_model, count_params
 from .progress import make_reporter
 from .provenance import provenance

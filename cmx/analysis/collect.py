@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import IDENTITY_FIELDS, RunConfig
-from .errors import UserError
-from .results import STATUSES, ResultsDir, read_json
+from ..run.config import IDENTITY_FIELDS, RunConfig
+from ..errors import UserError
+from ..run.results import STATUSES, ResultsDir, read_json
 
 STATES = ("pending",) + STATUSES  # pending | running | done | failed | interrupted
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")  # as provenance.py writes

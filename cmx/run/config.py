@@ -15,9 +15,9 @@ import os
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from .errors import UserError
+from ..cifar import CHANNELS, IMAGE_SIZE, N_CLASSES
+from ..errors import UserError
 
-IMAGE_SIZE = 32  # CIFAR-10 images are 32x32; a patch larger than this leaves nothing to mix
 CHOICES = {
     "norm": ("batch", "layer"),
     "act": ("gelu", "relu"),
@@ -25,6 +25,11 @@ CHOICES = {
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
 }
+
+
+def eq4_params(h: int, d: int, p: int, k: int, n_classes: int = N_CLASSES, c_in: int = CHANNELS) -> int:
+    """Paper Eq. 4: the exact parameter count of ConvMixer-h/d (patch p, kernel k) with BatchNorm."""
+    return h * (d * (k * k + h + 6) + c_in * p * p + n_classes + 3) + n_classes
 
 
 def _opt(default, help: str, **kw):

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from .results import ResultsDir, atomic_write_json
-from .sweep import Plan, PlannedRun
+from ..run.results import ResultsDir, atomic_write_json
+from .plan import Plan, PlannedRun
 
 
 class Executor(Protocol):

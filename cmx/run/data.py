@@ -25,17 +25,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from .. import cifar
+from ..cifar import ARCHIVE_MD5, CLASSES, FOLDER, MEAN, STD, TEST_FILE, TRAIN_FILES  # noqa: F401 (re-exported)
+from ..errors import UserError
 
-URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
-FOLDER = "cifar-10-batches-py"
-TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
-TEST_FILE = "test_batch"
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-MEAN = (0.4914, 0.4822, 0.4465)  # per-channel, on [0, 1] pixels
-STD = (0.2471, 0.2435, 0.2616)
-_BYTES_PER_IMAGE = 3 * 32 * 32  # one image in a batch's 'data' rows
+URL = cifar.URL  # a module attribute so tests can point the download elsewhere
+_BYTES_PER_IMAGE = cifar.BYTES_PER_IMAGE
 
 
 @dataclass(frozen=True)

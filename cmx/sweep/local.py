@@ -28,8 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
-from .results import ResultsDir, atomic_write_bytes, now_iso
-from .sweep import PlannedRun
+from ..run.results import ResultsDir, atomic_write_bytes, now_iso
+from .plan import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)

@@ -4,9 +4,9 @@ What is measured (img/s = images per second; each number is the median over time
 load from other processes on a shared machine moves it less than a mean would):
     aug    `augment_batches` with every paper stage on, on the training device, including the gather, on one
            chunk of batches (~1024 images) as the train loop augments them
-    train  one optimisation step exactly as `cmx.train` runs it: its model, memory format, autocast dtype,
+    train  one optimisation step exactly as `cmx.run.train` runs it: its model, memory format, autocast dtype,
            optional torch.compile, soft-target loss, zero_grad, backward, clip 1.0, AdamW (foreach/fused)
-    eval   the no-grad forward of `cmx.train.evaluate` (normalise uint8 → model) at the eval batch size
+    eval   the no-grad forward of `cmx.run.train.evaluate` (normalise uint8 → model) at the eval batch size
     peak memory of building the model and training it (params, grads, AdamW state, activations):
            CUDA max_memory_allocated; on CPU the process's peak RSS over that phase (Linux VmHWM, reset via
            /proc/self/clear_refs), else the growth of ru_maxrss — approximate, since freed memory is reused
@@ -37,16 +37,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .allocator import keep_freed_memory
-from .augment import augment_batch, augment_batches, normalize
-from .config import RunConfig
-from .errors import UserError
-from .estimate import forward_flops
-from .model import build_model
-from .train import (AUG_CHUNK_IMAGES, EVAL_BATCH, aug_chunk_batches, make_optimizer, maybe_compile,
+from ..run.allocator import keep_freed_memory
+from ..augment.pipeline import augment_batch, augment_batches, normalize
+from ..run.config import RunConfig
+from ..analysis.paper import PAPER_EPOCHS
+from ..cifar import TEST_SIZE, TRAIN_SIZE
+from ..errors import UserError
+from ..sweep.estimate import forward_flops
+from ..run.model import build_model
+from ..run.train import (AUG_CHUNK_IMAGES, EVAL_BATCH, aug_chunk_batches, make_optimizer, maybe_compile,
                     optimisation_step, resolve_amp, resolve_device)
 
-PAPER_TRAIN, PAPER_TEST, PAPER_EPOCHS = 50_000, 10_000, 200
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_train.py"
 
 
@@ -150,9 +151,9 @@ def prime(device: torch.device, amp_dtype: torch.dtype | None) -> None:
 # ---------------------------------------------------------------------- cmx's step, eval and augmentation
 def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, targets: torch.Tensor,
                    say=lambda msg: None) -> tuple[Callable[[], None], nn.Module]:
-    """One step of `cmx.train._run`'s loop on a fixed augmented batch, with its every setting.
+    """One step of `cmx.run.train._run`'s loop on a fixed augmented batch, with its every setting.
 
-    The step itself is `cmx.train.optimisation_step`; around it, as the loop does: the lr write, the memory
+    The step itself is `cmx.run.train.optimisation_step`; around it, as the loop does: the lr write, the memory
     format copy and the on-device loss/accuracy sums.
     """
     amp_dtype = resolve_amp(config.amp, device)
@@ -179,7 +180,7 @@ def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, tar
 
 def cmx_eval_step(run_model: nn.Module, config: RunConfig, device: torch.device,
                   images: torch.Tensor) -> Callable[[], None]:
-    """`cmx.train.evaluate`'s forward on one uint8 batch."""
+    """`cmx.run.train.evaluate`'s forward on one uint8 batch."""
     amp_dtype = resolve_amp(config.amp, device)
     memory_format = torch.channels_last if config.channels_last is not False else torch.contiguous_format
 
@@ -196,7 +197,7 @@ def cmx_eval_step(run_model: nn.Module, config: RunConfig, device: torch.device,
 def cmx_aug_step(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int,
                  gen: torch.Generator) -> tuple[Callable[[], None], int]:
     """The train loop's gather + full paper augmentation of one chunk of whole batches (fresh random images
-    each call), as `cmx.train` augments them; returns (step, images per call)."""
+    each call), as `cmx.run.train` augments them; returns (step, images per call)."""
     perm_gen = torch.Generator().manual_seed(0)
     n = aug_chunk_batches(batch_size, train_x.shape[0]) * batch_size
 
@@ -291,17 +292,17 @@ def reference_aug(script: Path, data: Path, batch_size: int, batches: int, worke
 
 # ---------------------------------------------------------------------- projections
 def paper_sweep_configs(sweep: Path | None) -> list[RunConfig]:
-    """The distinct runs of a sweep file (via cmx.sweep), or [] when there is none."""
+    """The distinct runs of a sweep file (via cmx.sweep.plan), or [] when there is none."""
     if sweep is None or not Path(sweep).is_file():
         return []
-    from .sweep import make_plan
+    from ..sweep.plan import make_plan
 
     with tempfile.TemporaryDirectory() as empty:  # plan against an empty results dir: every run counts
         return [run.config for run in make_plan(sweep, results=empty).runs]
 
 
 def project_seconds(config: RunConfig, rates: dict[str, float], measured: RunConfig,
-                    n_train: int = PAPER_TRAIN, n_test: int = PAPER_TEST) -> float:
+                    n_train: int = TRAIN_SIZE, n_test: int = TEST_SIZE) -> float:
     """Projected wall seconds of `config` (its epochs, batch, eval cadence) from the rates measured on
     `measured`: train and eval img/s scaled by the forward-FLOPs ratio, augmentation unscaled (it does not
     depend on the model), serial as in the train loop; checkpoints and start-up left out."""
@@ -335,7 +336,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
         raise UserError(f"reference script {opts.reference_script} not found (pass --reference-script)")
     bs = config.batch_size
     if opts.data is not None:
-        from .data import load_cifar10
+        from ..run.data import load_cifar10
 
         loaded = load_cifar10(opts.data, download=False)
         images, labels = loaded.train_x, loaded.train_y
@@ -374,7 +375,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
                 ref_step()
         out["reference_peak_mem_mb"] = round(ref_mem.mb, 1)
         steps_now["reference"] = ref_step
-    # Timed as cmx.train runs (glibc keeps freed blocks); only now, so that freed memory is not reused across
+    # Timed as cmx.run.train runs (glibc keeps freed blocks); only now, so that freed memory is not reused across
     # the two memory phases above. The reference's in-process step gets the same help: ratios are conservative.
     keep_freed_memory()
     t = interleaved(steps_now, opts.steps, device, {"reference": ref_rounds})
@@ -438,7 +439,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
         out["projected_sweep_file"] = str(opts.sweep)
     out["projection_method"] = (
         "projection, not a measurement: 50,000 train + 10,000 test images per epoch; the measured train and "
-        "eval img/s scaled by each config's forward-FLOPs ratio (cmx.estimate), augmentation img/s unscaled, "
+        "eval img/s scaled by each config's forward-FLOPs ratio (cmx.sweep.estimate), augmentation img/s unscaled, "
         "serial as in the train loop")
     return out
 

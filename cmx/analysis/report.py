@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import plot, table
-from .results import ResultsDir
+from ..run.results import ResultsDir
 
 
 def write_report(root: str | Path | None, runs: pd.DataFrame, tables: table.Tables) -> Path:

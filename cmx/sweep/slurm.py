@@ -5,7 +5,7 @@ Why submitit: it writes the sbatch script, pickles the call and its result, thro
 the time-limit/preemption signal (USR2). The same code runs on submitit's local and debug executors, which
 the tests use (`--executor local-submitit|debug`).
 
-Each array task calls `cmx.train.train(config, results)` in-process; the run directory holds all progress.
+Each array task calls `cmx.run.train.train(config, results)` in-process; the run directory holds all progress.
 On USR2, TrainJob asks train() to stop exactly as Ctrl-C would (SIGTERM to itself: a checkpoint at the
 next step, the run marked interrupted), then hands over to submitit's handler, which calls `checkpoint()`
 → `DelayedSubmission(self, config, results)`, requeues the job and exits. The requeued task calls train()
@@ -26,10 +26,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import UserError
+from ..errors import UserError
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
-from .results import ResultsDir, atomic_write_json, now_iso, read_json
-from .sweep import PlannedRun
+from ..run.results import ResultsDir, atomic_write_json, now_iso, read_json
+from .plan import PlannedRun
 
 CLUSTERS = ("slurm", "local-submitit", "debug")
 MAX_REQUEUES = 20  # time-limit requeues per run; each one resumes from the last checkpoint
@@ -73,9 +73,9 @@ class TrainJob:
         self._sigterm_outside = None  # SIGTERM handler outside train(): submitit's or the default
 
     def __call__(self, config: dict, results: str) -> dict:
-        from .config import RunConfig
-        from .errors import CmxError, Interrupted
-        from .train import train
+        from ..run.config import RunConfig
+        from ..errors import CmxError, Interrupted
+        from ..run.train import train
 
         cfg = RunConfig.from_dict(config)
         in_main = threading.current_thread() is threading.main_thread()

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 import importlib
 import typer
 
-from .config import RunConfig
-from .errors import CmxError, UserError
+from ..run.config import RunConfig
+from ..errors import CmxError, UserError
 
 app = typer.Typer(
     name="cmx", no_args_is_help=True, add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -30,7 +30,7 @@ def load_config_file(path: Path) -> dict:
 
     Read with the sweep files' loader, which (unlike plain PyYAML) takes `1e-05` as a number.
     """
-    from .sweep import load_yaml
+    from ..sweep.plan import load_yaml
 
     loaded = load_yaml(path, what="--config")
     if not isinstance(loaded, dict):
@@ -84,7 +84,7 @@ def train(
     if dry_run:
         print_dry_run(cfg)
         return
-    from .train import train as run_training  # imports torch's training stack only when training
+    from ..run.train import train as run_training  # imports torch's training stack only when training
 
     result = run_training(cfg, results, resume="restart" if restart else resume, force=force,
                           progress="lines" if quiet else "bar")
@@ -93,8 +93,8 @@ def train(
 
 
 def print_dry_run(cfg: RunConfig) -> None:
-    from .data import dataset_fingerprint
-    from .model import build_model, count_params, eq4_params
+    from ..run.data import dataset_fingerprint
+    from ..run.model import build_model, count_params, eq4_params
 
     dataset = dataset_fingerprint(cfg.data)
     for name, value in cfg.to_dict().items():
@@ -111,7 +111,7 @@ def index(
     rebuild: Annotated[bool, Opt("--rebuild", help="rewrite runs.csv from the run directories")] = False,
 ):
     """Show or rebuild results/runs.csv, the index of finished runs (the run directories are the truth)."""
-    from .results import ResultsDir
+    from ..run.results import ResultsDir
 
     store = ResultsDir(results)
     if rebuild:
@@ -132,25 +132,10 @@ def subset(
     seed: Annotated[int, Opt(help="which random subset")] = 0,
 ):
     """Write a random subset of a CIFAR-10 folder in the official layout, for quick studies on real images."""
-    from .data import write_subset
+    from ..run.data import write_subset
 
     folder = write_subset(source, dest, n_train, n_test, seed)
     typer.echo(f"wrote {n_train} training and {n_test} test images to {folder}; train on it with --data {dest}")
-
-
-def _register_optional_commands() -> None:
-    """Commands that live in their own modules (sweep, table/plot/report/runs, bench)."""
-    for module in ("cli_sweep", "cli_results", "cli_bench"):
-        try:
-            mod = importlib.import_module(f"cmx.{module}")
-        except ModuleNotFoundError as err:
-            if err.name != f"cmx.{module}":
-                raise
-            continue
-        mod.register(app)
-
-
-_register_optional_commands()
 
 
 def _click_exceptions(name: str) -> tuple[type, ...]:

@@ -27,8 +27,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .data import MEAN, STD
-from .randaugment import device_constant, normal, rand_augment, resolve_dispatch, uniform
+from ..cifar import MEAN, STD
+from .randaugment import rand_augment
+from .rng import device_constant, normal, resolve_dispatch, uniform
 
 Tensor = torch.Tensor
 _PRECISION_BITS = 22  # Pillow's fixed-point resampling coefficients (Resample.c)

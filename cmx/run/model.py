@@ -13,12 +13,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .config import eq4_params  # noqa: F401 (re-exported: the model tests check it)
 from .depthwise import DepthwiseConv2d
-
-
-def eq4_params(h: int, d: int, p: int, k: int, n_classes: int = 10, c_in: int = 3) -> int:
-    """Paper Eq. 4: the exact parameter count of a BatchNorm ConvMixer."""
-    return h * (d * (k * k + h + 6) + c_in * p * p + n_classes + 3) + n_classes
 
 
 class LayerNorm2d(nn.LayerNorm):

@@ -15,13 +15,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from .errors import UserError
+from ..errors import UserError
 
 # pandas and matplotlib (≈0.5 s to import) load inside the commands, so `cmx --help` and `cmx train` stay fast.
 if TYPE_CHECKING:
     import pandas as pd
 
-    from . import table
+    from ..analysis import table
 
 ResultsOpt = Annotated[Optional[Path], typer.Option("--results", help="results directory (default: $CMX_RESULTS or results/)")]
 DatasetOpt = Annotated[Optional[str], typer.Option(
@@ -45,7 +45,7 @@ def warnings_to_stderr():
 
 def load_tables(results: Path | None, dataset: str | None, metric: str, epochs: int | None,
                 include_other: bool = False) -> tuple[pd.DataFrame, table.Tables]:
-    from . import collect, table
+    from ..analysis import collect, table
 
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be ≥ 1, got {epochs}")
@@ -67,7 +67,7 @@ def table_cmd(
     show_all: Annotated[bool, typer.Option("--all", help="also list finished runs not in the tables (no paper row, other budget or lr/batch size)")] = False,
 ) -> None:
     """Print Tables 7 and 8 of the paper beside our runs (mean ± std over seeds)."""
-    from . import table
+    from ..analysis import table
 
     table.check_choices(fmt, which)  # fail before reading any run
     with warnings_to_stderr():
@@ -85,7 +85,7 @@ def plot_cmd(
     out: Annotated[Optional[Path], typer.Option(help="output PNG for curves (default: <results>/plots/curves-<ids>.png)")] = None,
 ) -> None:
     """Write PNG plots into <results>/plots/: `cmx plot` (summary) or `cmx plot curves RUN_ID...`."""
-    from . import collect, plot
+    from ..analysis import collect, plot
 
     if mode not in ("summary", "curves"):
         raise UserError(f"unknown plot '{mode}': use `cmx plot` (summary) or `cmx plot curves RUN_ID...`")
@@ -113,7 +113,7 @@ def report_cmd(
     epochs: EpochsOpt = None,
 ) -> None:
     """Write <results>/REPORT.md: tables, plots, run counts, compute hours and provenance."""
-    from . import report
+    from ..analysis import report
 
     with warnings_to_stderr():
         runs, tables = load_tables(results, dataset, metric, epochs)
@@ -129,7 +129,7 @@ def runs_cmd(
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
     """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time."""
-    from . import collect
+    from ..analysis import collect
 
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"--format must be one of table|csv|json, got '{fmt}'")

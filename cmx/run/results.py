@@ -30,7 +30,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from .errors import UserError
+from ..errors import UserError
 
 STATUSES = ("running", "done", "failed", "interrupted")
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")

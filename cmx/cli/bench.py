@@ -1,4 +1,4 @@
-"""`cmx bench`: a thin Typer wrapper over `cmx.bench.run_bench` (see that module for what is measured)."""
+"""`cmx bench`: a thin Typer wrapper over `cmx.bench.speed.run_bench` (see that module for what is measured)."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .config import RunConfig
+from ..run.config import RunConfig
 
 Opt = typer.Option
 
@@ -39,8 +39,8 @@ def bench(
 ):
     """Measure augmentation, train-step and inference throughput and peak memory on this device; project
     a 200-epoch run and the paper sweep; with --vs-reference, the reference pipeline's numbers and ratios."""
-    from . import bench as B  # imports torch only when benchmarking
-    from .errors import UserError
+    from ..bench import speed as B  # imports torch only when benchmarking
+    from ..errors import UserError
 
     if sweep is not None and not sweep.is_file():
         raise UserError(f"sweep file {sweep} does not exist")

@@ -1,7 +1,7 @@
 """`cmx sweep FILE`: plan a YAML sweep, show what is done, and train the rest locally or on SLURM.
 
-A thin wrapper: planning is cmx.sweep, the projection cmx.estimate, running cmx.executor_local /
-cmx.executor_slurm. Nothing here imports cmx.train (a dry run must work without the training stack).
+A thin wrapper: planning is cmx.sweep.plan, the projection cmx.sweep.estimate, running cmx.sweep.local /
+cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without the training stack).
 """
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from .errors import CmxError, UserError
-from .estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
-from .executors import SweepSummary, select_runs
-from .sweep import Plan, PlannedRun, make_plan, parse_seeds
+from ..errors import CmxError, UserError
+from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
+from ..sweep.executors import SweepSummary, select_runs
+from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
@@ -74,13 +74,13 @@ def sweep(
     console = Console(stderr=True, highlight=False)
     hours = sum(estimate(r.config, tflops, _sizes(r)).gpu_hours for r in todo)
     if executor == "local":
-        from .executor_local import LocalExecutor, describe, make_slots
+        from ..sweep.local import LocalExecutor, describe, make_slots
 
         slots = make_slots(_parse_gpus(gpus), _positive(per_gpu, 1, "--per-gpu"), _positive(workers, 1, "--workers"))
         where = describe(slots)
         runner = LocalExecutor(plan.results, slots, console=console)
     else:
-        from .executor_slurm import SlurmOptions, SubmititExecutor, check_slurm
+        from ..sweep.slurm import SlurmOptions, SubmititExecutor, check_slurm
 
         if executor == "slurm":
             check_slurm()
@@ -105,7 +105,7 @@ def sweep(
 class SweepIncomplete(CmxError):
     """Not every run ended done: exit 1, or 128 + signal when the user stopped the sweep.
 
-    A CmxError rather than typer.Exit: cmx.cli.main() maps CmxError to its exit code (one stderr line).
+    A CmxError rather than typer.Exit: cmx.cli.app.main() maps CmxError to its exit code (one stderr line).
     """
 
     def __init__(self, summary: SweepSummary):
@@ -195,7 +195,7 @@ def _sizes(run: PlannedRun) -> tuple[int, int]:
 
 
 def _has_data(data: str) -> bool:
-    from .data import TEST_FILE, batches_dir
+    from ..run.data import TEST_FILE, batches_dir
 
     return (batches_dir(data) / TEST_FILE).is_file()
 

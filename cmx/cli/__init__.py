@@ -1,0 +1,11 @@
+"""The `cmx` command line: the Typer app (`app.py`) and one module per command group.
+
+Owns: parsing flags, printing, and mapping errors to exit codes. Every command is a thin wrapper over a
+library function in `run`, `sweep`, `analysis` or `bench` (which tests call directly); nothing here is
+imported by those packages. A command group that fails to import is an error, never a missing command.
+"""
+from . import bench, results, sweep
+from .app import app, main, run
+
+for _group in (sweep, results, bench):
+    _group.register(app)
