@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from cmx.analysis import paper
+from cmx import paper
 from cmx.run.config import RunConfig
 from cmx.run.model import ConvMixer, Residual, build_model, count_params, eq4_params
 

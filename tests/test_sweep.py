@@ -13,7 +13,7 @@ from cmx.cli.app import main
 from cmx.run.config import RunConfig
 from cmx.errors import UserError
 from cmx.sweep.estimate import estimate, forward_flops, gpu_hours, run_flops
-from cmx.analysis.paper import ABLATIONS
+from cmx.paper import ABLATIONS
 from cmx.sweep.plan import make_plan, parse_overrides, parse_seeds
 from fabricate import make_run
 

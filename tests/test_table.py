@@ -15,7 +15,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from cmx.analysis import collect, paper, table
+from cmx.analysis import collect, table
+from cmx import paper
 from cmx.cli.results import register
 from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError

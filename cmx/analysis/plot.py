@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from . import paper
+from .. import paper
 from .collect import SkippedRun, load_curve
 from ..errors import UserError
 from ..run.results import ResultsDir

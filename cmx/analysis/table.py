@@ -20,7 +20,7 @@ from typing import Callable
 
 import pandas as pd
 
-from . import paper
+from .. import paper
 from ..run.config import RunConfig, eq4_params
 from ..errors import UserError
 

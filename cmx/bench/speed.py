@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ..run.allocator import keep_freed_memory
 from ..augment.pipeline import augment_batch, augment_batches, normalize
 from ..run.config import RunConfig
-from ..analysis.paper import PAPER_EPOCHS
+from ..paper import PAPER_EPOCHS
 from ..cifar import TEST_SIZE, TRAIN_SIZE
 from ..errors import UserError
 from ..sweep.estimate import forward_flops
