@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import torch
 
+# For the whole session (module-scoped fixtures too, and every subprocess): fixed CPU settings (channels_last,
+# fp32) instead of a timing-dependent probe, and no writes to the developer's ~/.cache.
+os.environ["CMX_CPU_TUNE"] = "off"
+os.environ["CMX_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmx-test-cache-")
 torch.set_num_threads(1)  # tiny models: threads only add overhead (and make a loaded machine crawl)
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tiny_cifar, fabricate)
 
@@ -40,6 +45,8 @@ def _isolated_env(monkeypatch, tmp_path):
     """Never read or write the developer's real results/ or data/ from a test."""
     monkeypatch.setenv("CMX_RESULTS", str(tmp_path / "results"))
     monkeypatch.delenv("CMX_DATA", raising=False)
+    monkeypatch.setenv("CMX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("CMX_CPU_TUNE", "off")  # fixed CPU settings (channels_last, fp32): no timing-dependent choice
 
 
 def cmx_subprocess_env() -> dict:

@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from cmx.run import train as train_module
+from cmx.run.stop import StopRequest
 from cmx.augment.pipeline import augment_batches
 from cmx.cli.app import main
 from cmx.errors import Diverged, Interrupted
@@ -231,17 +232,18 @@ def test_interrupt_between_augmentation_chunks_resumes_identically(tiny_config, 
     train(cfg, tmp_path / "straight")
     straight = torch.load(next((tmp_path / "straight" / "runs").iterdir()) / "model.pt")
 
-    real_lr_at, calls = train_module.lr_at, {"n": 0}
+    real_lr_at, calls, stop = train_module.lr_at, {"n": 0}, StopRequest()
 
-    def lr_at_then_signal(*args):
+    def lr_at_then_stop(*args):
         calls["n"] += 1
         if calls["n"] == 10 + stop_at:  # during step `stop_at - 1` of epoch 2: saved at step `stop_at`
-            signal.raise_signal(signal.SIGINT)
+            stop.request(signal.SIGINT)  # what the CLI's SIGINT handler does
         return real_lr_at(*args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_at_then_signal)
-    with pytest.raises(Interrupted):
-        train(cfg, tmp_path / "stopped")
+    monkeypatch.setattr(train_module, "lr_at", lr_at_then_stop)
+    with pytest.raises(Interrupted) as stopped:
+        train(cfg, tmp_path / "stopped", stop=stop)
+    assert stopped.value.exit_code == 130
     [run_dir] = (tmp_path / "stopped" / "runs").iterdir()
     ckpt = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert (ckpt["epoch"], ckpt["step"]) == (1, stop_at)

@@ -37,16 +37,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..run.allocator import keep_freed_memory
 from ..augment.pipeline import augment_batch, augment_batches, normalize
-from ..run.config import RunConfig
-from ..paper import PAPER_EPOCHS
 from ..cifar import TEST_SIZE, TRAIN_SIZE
 from ..errors import UserError
+from ..paper import PAPER_EPOCHS
+from ..run.allocator import keep_freed_memory
+from ..run.config import RunConfig
+from ..run.engine import EVAL_BATCH, Engine, resolve_device
+from ..run.tune import choose_settings
+from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
-from ..run.model import build_model
-from ..run.train import (AUG_CHUNK_IMAGES, EVAL_BATCH, aug_chunk_batches, make_optimizer, maybe_compile,
-                    optimisation_step, resolve_amp, resolve_device)
 
 DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_train.py"
 
@@ -150,46 +150,27 @@ def prime(device: torch.device, amp_dtype: torch.dtype | None) -> None:
 
 # ---------------------------------------------------------------------- cmx's step, eval and augmentation
 def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, targets: torch.Tensor,
-                   say=lambda msg: None) -> tuple[Callable[[], None], nn.Module]:
-    """One step of `cmx.run.train._run`'s loop on a fixed augmented batch, with its every setting.
-
-    The step itself is `cmx.run.train.optimisation_step`; around it, as the loop does: the lr write, the memory
-    format copy and the on-device loss/accuracy sums.
-    """
-    amp_dtype = resolve_amp(config.amp, device)
-    memory_format = torch.channels_last if config.channels_last is not False else torch.contiguous_format
-    torch.manual_seed(config.seed)
-    model = build_model(config).to(device, memory_format=memory_format)
-    optimizer = make_optimizer(model, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    run_model = maybe_compile(model, config.compile, say)
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
+                   say=lambda msg: None) -> tuple[Callable[[], None], Engine]:
+    """One step of the train loop on a fixed augmented batch: the engine's step (engine.py, the code
+    training runs) plus, as the loop does, the lr write and the on-device loss/accuracy sums."""
+    engine = Engine.build(config, device, say=say)
     labels = targets.argmax(1)
     sums = torch.zeros(3, device=device)  # loss sum, correct, images: accumulated on the device, as train.py
+    batch_images = torch.tensor(float(len(x)), device=device)
 
     def step() -> None:
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr
-        xb = x.contiguous(memory_format=memory_format)
-        loss, logits = optimisation_step(run_model, model, optimizer, scaler, autocast, xb, targets, config.clip)
+        engine.set_lr(config.lr)
+        loss, logits = engine.step(x, targets)
         correct = (logits.argmax(1) == labels).sum()
-        sums.add_(torch.stack([loss * len(xb), correct.float(), torch.tensor(float(len(xb)), device=device)]))
+        sums.add_(torch.stack([loss * len(x), correct.float(), batch_images]))
 
-    return step, run_model
+    return step, engine
 
 
-def cmx_eval_step(run_model: nn.Module, config: RunConfig, device: torch.device,
-                  images: torch.Tensor) -> Callable[[], None]:
-    """`cmx.run.train.evaluate`'s forward on one uint8 batch."""
-    amp_dtype = resolve_amp(config.amp, device)
-    memory_format = torch.channels_last if config.channels_last is not False else torch.contiguous_format
-
-    @torch.no_grad()
+def cmx_eval_step(engine: Engine, images: torch.Tensor) -> Callable[[], None]:
+    """The engine's evaluation forward (normalise uint8 → model) on one batch."""
     def step() -> None:
-        run_model.eval()
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            run_model(normalize(images).contiguous(memory_format=memory_format)).float().argmax(1)
-        run_model.train()
+        engine.forward_eval(images).argmax(1)
 
     return step
 
@@ -352,18 +333,22 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     x_ref = x.contiguous()
     eval_images = images[:opts.eval_batch_size]
     ref_rounds = opts.reference_steps or opts.steps
-    amp_dtype = resolve_amp(config.amp, device)
+    # the engine's settings, chosen once here (on CPU possibly by tune.py's probe) so that no probe runs
+    # inside the timed or memory-measured phases below
+    amp_dtype, memory_format, chosen_by = choose_settings(config, device, say)
+    config = config.replace(channels_last=memory_format == torch.channels_last,
+                            amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
     out: dict = {"device": str(device), "config": f"{config.h}/{config.d} p{config.p} k{config.k}",
                  "batch_size": bs, "eval_batch_size": len(eval_images), "steps": opts.steps,
                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
-                 "channels_last": config.channels_last is not False, "compile": config.compile,
+                 "channels_last": config.channels_last, "settings_chosen_by": chosen_by, "compile": config.compile,
                  "threads": torch.get_num_threads(), "aug_images": "real" if opts.data else "random"}
 
     # -- train step (first, so the memory phase starts from a small process)
     say("measuring the train step")
     prime(device, amp_dtype)
     with PeakMemory(device) as mem:
-        step, run_model = cmx_train_step(config, device, x, targets, say)
+        step, engine = cmx_train_step(config, device, x, targets, say)
         for _ in range(max(opts.warmup, 1)):
             step()
     out["peak_mem_mb"], out["peak_mem_method"] = round(mem.mb, 1), mem.method
@@ -385,7 +370,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
 
     # -- eval forward
     say("measuring inference")
-    evals = {"cmx": cmx_eval_step(run_model, config, device, eval_images)}
+    evals = {"cmx": cmx_eval_step(engine, eval_images)}
     if opts.vs_reference:
         evals["reference"] = reference_eval_step(ref_model, normalize(eval_images).contiguous())
     for fn in evals.values():
@@ -396,7 +381,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     out["eval_img_per_s"] = round(rate(len(eval_images), t["cmx"]), 2)
     if opts.vs_reference:
         out["reference_eval_img_per_s"] = round(rate(len(eval_images), t["reference"]), 2)
-    del steps_now, evals, step, run_model
+    del steps_now, evals, step, engine
     if opts.vs_reference:
         del ref_step, ref_model
 

@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import importlib
+
 import typer
 
-from ..run.config import RunConfig
 from ..errors import CmxError, UserError
+from ..run.config import RunConfig
+from .options import config_options
 
 app = typer.Typer(
     name="cmx", no_args_is_help=True, add_completion=False, rich_markup_mode=None, pretty_exceptions_enable=False,
@@ -25,48 +27,11 @@ Opt = typer.Option
 ResultsOpt = Annotated[Optional[Path], Opt("--results", help="results directory [default: $CMX_RESULTS or results/]")]
 
 
-def load_config_file(path: Path) -> dict:
-    """A JSON or YAML mapping of RunConfig keys (e.g. a previous run's config.json).
-
-    Read with the sweep files' loader, which (unlike plain PyYAML) takes `1e-05` as a number.
-    """
-    from ..sweep.plan import load_yaml
-
-    loaded = load_yaml(path, what="--config")
-    if not isinstance(loaded, dict):
-        raise UserError(f"--config {path} must hold a mapping of settings")
-    loaded = dict(loaded)
-    loaded.pop("run_id", None), loaded.pop("dataset", None)  # written into config.json, not settings
-    return loaded
-
-
 @app.command()
+@config_options()
 def train(
-    h: Annotated[Optional[int], Opt("--h", help="hidden dimension (width) [default: 256]")] = None,
-    d: Annotated[Optional[int], Opt("--d", help="depth [default: 8]")] = None,
-    p: Annotated[Optional[int], Opt("--p", help="patch size [default: 1]")] = None,
-    k: Annotated[Optional[int], Opt("--k", help="depthwise kernel size [default: 9]")] = None,
-    norm: Annotated[Optional[str], Opt(help="batch | layer [default: batch]")] = None,
-    act: Annotated[Optional[str], Opt(help="gelu | relu [default: gelu]")] = None,
-    residual: Annotated[Optional[str], Opt(help="eq2 | none | both [default: eq2]")] = None,
-    scaling: Annotated[Optional[bool], Opt("--scaling/--no-scaling", help="random scaling (RandomResizedCrop 0.75-1)")] = None,
-    flip: Annotated[Optional[bool], Opt("--flip/--no-flip", help="random horizontal flip")] = None,
-    randaug: Annotated[Optional[bool], Opt("--randaug/--no-randaug", help="RandAugment rand-m9-mstd0.5-inc1")] = None,
-    mixup: Annotated[Optional[bool], Opt("--mixup/--no-mixup", help="mixup + cutmix (α 0.5, switch 0.5)")] = None,
-    erasing: Annotated[Optional[bool], Opt("--erasing/--no-erasing", help="random erasing p=0.25")] = None,
-    clip: Annotated[Optional[bool], Opt("--clip/--no-clip", help="gradient norm clipping at 1.0")] = None,
-    lr: Annotated[Optional[float], Opt(help="peak learning rate [default: 0.01]")] = None,
-    wd: Annotated[Optional[float], Opt(help="weight decay [default: 0]")] = None,
-    epochs: Annotated[Optional[int], Opt(help="epochs [default: 200]")] = None,
-    batch_size: Annotated[Optional[int], Opt("--batch-size", help="batch size [default: 64]")] = None,
-    seed: Annotated[Optional[int], Opt(help="random seed [default: 0]")] = None,
-    eval_every: Annotated[Optional[int], Opt("--eval-every", help="evaluate every N epochs [default: 1]")] = None,
-    device: Annotated[Optional[str], Opt(help="auto | cpu | cuda [default: auto]")] = None,
-    amp: Annotated[Optional[str], Opt(help="auto | bf16 | fp16 | off [default: auto = bf16/fp16 on CUDA, off on CPU]")] = None,
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="channels_last memory layout [default: on]")] = None,
-    compile: Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model [default: off]")] = None,
-    data: Annotated[Optional[Path], Opt(help="folder with cifar-10-batches-py [default: $CMX_DATA or data/]")] = None,
-    config: Annotated[Optional[Path], Opt("--config", help="JSON/YAML file of settings (flags override it)")] = None,
+    settings: dict,
+    config: Annotated[Optional[Path], Opt("--config", help="JSON/YAML file of settings, e.g. a run's config.json (flags override it)")] = None,
     results: ResultsOpt = None,
     resume: Annotated[str, Opt(help="auto: continue from the run's checkpoint | restart: start over")] = "auto",
     restart: Annotated[bool, Opt("--restart", help="same as --resume restart")] = False,
@@ -75,19 +40,18 @@ def train(
     quiet: Annotated[bool, Opt("--quiet", "-q", help="one line per epoch instead of a progress bar")] = False,
 ):
     """Train one ConvMixer on CIFAR-10 with the paper's recipe (resumes automatically)."""
-    flags = {name: value for name, value in locals().items() if name in RunConfig.__dataclass_fields__}
-    values = load_config_file(config) if config else {}
-    values.update({name: str(v) if isinstance(v, Path) else v for name, v in flags.items() if v is not None})
-    cfg = RunConfig.from_dict(values, where=str(config) if config else "flags")
+    cfg = RunConfig.from_file(config, overrides=settings) if config else RunConfig.from_dict(settings, where="flags")
     if resume not in ("auto", "restart"):
         raise UserError(f"--resume must be auto or restart, got {resume!r}")
     if dry_run:
         print_dry_run(cfg)
         return
+    from ..run.stop import stop_on_signals
     from ..run.train import train as run_training  # imports torch's training stack only when training
 
-    result = run_training(cfg, results, resume="restart" if restart else resume, force=force,
-                          progress="lines" if quiet else "bar")
+    with stop_on_signals() as stop:  # SIGINT/SIGTERM: checkpoint at the next step, exit 130/143
+        result = run_training(cfg, results, resume="restart" if restart else resume, force=force,
+                              progress="lines" if quiet else "bar", stop=stop)
     if not result.get("already_done"):
         typer.echo(json.dumps({k: result[k] for k in ("run_id", "test_acc", "best_test_acc", "params", "wall_s")}))
 

@@ -1,6 +1,6 @@
 """Checkpoints that survive crashes: everything needed to continue a run bit-for-bit, written atomically.
 
-A checkpoint holds the model, optimizer, AMP scaler, the schedule position (epoch and step within it,
+A checkpoint holds the model, optimizer, AMP scaler, the engine's chosen memory format and precision, the schedule position (epoch and step within it,
 plus the epoch's shuffling order when saved mid-epoch), the best accuracy, the per-epoch history and every
 RNG state (python, numpy, torch CPU and CUDA, and the explicit shuffle/augmentation generators). It is
 serialised to memory first and then written with tmp + fsync + rename, so a full disk or a kill during

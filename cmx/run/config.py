@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import os
+from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -62,8 +63,8 @@ class RunConfig:
     # -- how it runs (not part of the run's identity)
     eval_every: int = _opt(1, "evaluate on the test split every N epochs (and always after the last)")
     device: str = _opt("auto", "auto, cpu or cuda")
-    amp: str = _opt("auto", "mixed precision: auto (bf16/fp16 on CUDA, off on CPU), bf16, fp16, off")
-    channels_last: bool | None = _opt(None, "channels_last memory layout (default: on)")
+    amp: str = _opt("auto", "mixed precision: auto (bf16, else fp16, on CUDA; on CPU the faster of fp32 and bf16 by a cached probe), bf16, fp16, off")
+    channels_last: bool | None = _opt(None, "channels_last memory layout (default: on CUDA on; on CPU the faster layout by a cached probe)")
     compile: bool = _opt(False, "torch.compile the model (once per process)")
     data: str = _opt("", "directory holding cifar-10-batches-py (default: $CMX_DATA or data/)")
 
@@ -84,6 +85,19 @@ class RunConfig:
                 raise UserError(f"{where}: unknown key '{key}' (known: {', '.join(sorted(known))})")
             clean[name] = value
         return cls(**clean)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> "RunConfig":
+        """From a JSON or YAML mapping of settings — e.g. a run's config.json, which is how a local sweep's
+        child process gets its run — with `overrides` (e.g. command-line flags) on top."""
+        from ..yamlfile import load_yaml  # JSON is YAML; this loader also reads `1e-05` as a number
+
+        loaded = load_yaml(Path(path), what="--config")
+        if not isinstance(loaded, dict):
+            raise UserError(f"--config {path} must hold a mapping of settings")
+        values = {k: v for k, v in loaded.items() if k not in ("run_id", "dataset")}  # config.json extras
+        values.update(overrides or {})
+        return cls.from_dict(values, where=str(path))
 
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **changes)

@@ -142,6 +142,16 @@ class ResultsDir:
             return status["status"]
         return "pending"
 
+    def write_config(self, run_id: str, config, dataset: str) -> Path:
+        """config.json: the run's resolved RunConfig plus its id and dataset, the run's one file of truth.
+
+        Written by whoever creates the run directory first (`train()`, or an executor before launching, so a
+        queued run is visible); a local sweep's child reads it back with `cmx train --config`."""
+        self.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+        path = self.run_dir(run_id) / "config.json"
+        atomic_write_json(path, {**config.to_dict(), "run_id": run_id, "dataset": dataset})
+        return path
+
     def write_status(self, run_id: str, status: str, **extra: Any) -> dict:
         assert status in STATUSES, status
         previous = self.status(run_id) or {}

@@ -1,102 +1,45 @@
-"""`train(config) -> result`: one ConvMixer run, end to end, resumable. The CLI, the local sweep and the
-SLURM job all call this.
+"""`train(config) -> result`: one ConvMixer run, end to end, resumable. The one entry into training: the CLI,
+the local sweep's child processes, the SLURM job and the tests all call it with a `RunConfig`.
 
-The paper's recipe (recipe.md): AdamW (eps 1e-3, no decay on 1-D params), a piecewise-linear one-cycle
-schedule set every iteration, gradient clipping 1.0, soft-target cross-entropy with label smoothing 0.1,
-timm's augmentation applied to whole batches on the training device. The loop reads nothing back from the
-device per step: loss/accuracy sums and a divergence marker accumulate on the device and are read every
-`SYNC_EVERY` steps and at the end of each epoch.
+The loop reads top to bottom as: lr → batch → step → accumulate → (every SYNC_EVERY steps) sync → epoch end
+(evaluate, checkpoint, epochs.csv, status). What and how it trains is the engine's (engine.py: device,
+precision, memory format, AdamW, the step, evaluation); where it is, the `TrainState`'s (to and from a
+checkpoint); which images it sees, `AugmentedChunks`'. The loop reads nothing back from the device per
+step: loss/accuracy sums and a divergence marker accumulate on the device and are read every `SYNC_EVERY`
+steps and at the end of each epoch. It stops when the caller's `StopRequest` is set (stop.py).
 """
 from __future__ import annotations
 
 import contextlib
 import io
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from ..augment.pipeline import augment_batches
+from ..errors import Diverged, Interrupted, UserError
 from . import checkpoint
 from .allocator import keep_freed_memory
-from ..augment.pipeline import augment_batches, normalize, soft_target_cross_entropy
 from .config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
-from ..errors import Diverged, Interrupted, UserError
-from .model import build_model, count_params
-from .progress import make_reporter
+from .engine import Engine, resolve_device
+from .model import count_params
+from .progress import Reporter, make_reporter
 from .provenance import provenance
 from .results import EPOCH_COLUMNS, ResultsDir, atomic_write_bytes, atomic_write_json, index_row, now_iso
+from .stop import StopRequest
 
 SYNC_EVERY = 50  # steps between host reads (divergence check, progress numbers)
-EVAL_BATCH = 500
 AUG_CHUNK_IMAGES = 1024  # augment this many training images per call (whole batches): see augment_batches
 
 
-# ---------------------------------------------------------------------- pieces of the recipe
 def lr_at(t: float, epochs: int, peak: float) -> float:
     """The paper's one-cycle: linear (0,0) → (2E/5, lr) → (4E/5, lr/20) → (E, 0); t in epochs."""
     return float(np.interp(t, [0, epochs * 2 / 5, epochs * 4 / 5, epochs], [0, peak, peak / 20, 0]))
-
-
-def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with timm's split: weight decay on conv/linear weights only, not on norms and biases."""
-    decay = [p for p in model.parameters() if p.ndim > 1]
-    no_decay = [p for p in model.parameters() if p.ndim <= 1]
-    groups = [{"params": decay, "weight_decay": config.wd}, {"params": no_decay, "weight_decay": 0.0}]
-    fast = {"fused": True} if device.type == "cuda" else {"foreach": True}
-    return torch.optim.AdamW(groups, lr=config.lr, eps=1e-3, **fast)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
-
-
-def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA where supported, else fp16 (with a GradScaler); off on CPU."""
-    if name == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[name]
-
-
-def maybe_compile(model: torch.nn.Module, wanted: bool, say) -> torch.nn.Module:
-    """torch.compile when asked and the toolchain works here; otherwise eager, with a note."""
-    if not wanted:
-        return model
-    try:
-        torch.compile(lambda x: x * 2)(torch.ones(2))  # fails fast without a working compiler backend
-        return torch.compile(model)
-    except Exception as err:  # backend/toolchain problems surface as many exception types
-        say(f"note: --compile unavailable here ({type(err).__name__}); running eagerly")
-        return model
-
-
-def optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets, clip: bool):
-    """One step of the recipe: forward under autocast, soft-target cross-entropy, backward (scaled for fp16),
-    gradient clipping at 1.0, AdamW. Returns the detached loss and logits; reads nothing back to the host.
-    `cmx bench` times exactly this."""
-    with autocast:
-        logits = run_model(x)
-        loss = soft_target_cross_entropy(logits.float(), targets)
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
-    if clip:
-        scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    scaler.step(optimizer)
-    scaler.update()
-    return loss.detach(), logits.detach()
 
 
 def aug_chunk_batches(batch_size: int, n_images: int) -> int:
@@ -104,43 +47,95 @@ def aug_chunk_batches(batch_size: int, n_images: int) -> int:
     return max(1, min(AUG_CHUNK_IMAGES, n_images) // batch_size)
 
 
+# ---------------------------------------------------------------------- what the loop carries
 @dataclass
-class Stop:
-    """Set by SIGINT/SIGTERM; the loop checks it at each step boundary. A second signal exits at once."""
+class TrainState:
+    """Where a run is: everything the loop carries from step to step and keeps in its checkpoint."""
 
-    signum: int | None = None
-    handlers: dict = field(default_factory=dict)
+    epoch: int = 0  # epochs finished
+    step: int = 0  # steps finished in the current epoch
+    history: list[dict] = field(default_factory=list)  # one epochs.csv row per finished epoch
+    best: tuple[float, int] = (-1.0, 0)  # (best test accuracy, its epoch)
+    elapsed: float = 0.0  # wall seconds of earlier attempts
+    perm: torch.Tensor | None = None  # this epoch's shuffling order, once drawn
+    sums: torch.Tensor | None = None  # (3,) on the device: loss sum, correct count, images of this epoch
 
-    def install(self):
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            self.handlers[sig] = signal.signal(sig, self._handle)
-        return self
+    @classmethod
+    def from_checkpoint(cls, saved: dict, engine: Engine, generators: dict[str, torch.Generator]) -> "TrainState":
+        engine.load_state_dict(saved)
+        checkpoint.set_rng_state(saved["rng"], generators)
+        sums = saved.get("sums")
+        return cls(epoch=saved["epoch"], step=saved["step"], history=saved["history"], best=tuple(saved["best"]),
+                   elapsed=saved["elapsed"], perm=saved.get("perm"),
+                   sums=None if sums is None else sums.to(engine.device))
 
-    def _handle(self, signum, frame):
-        if self.signum is not None:
-            os._exit(128 + signum)  # second signal: at once; checkpoints are atomic, so nothing corrupts
-        self.signum = signum
+    def to_checkpoint(self, engine: Engine, generators: dict[str, torch.Generator], run_id: str,
+                      elapsed: float, augment_state: torch.Tensor | None = None) -> dict:
+        """The checkpoint dict (file format unchanged since 0.1). `augment_state`: mid-epoch, the augmentation
+        generator as it was at the start of the current chunk (AugmentedChunks.snapshot)."""
+        rng = checkpoint.rng_state(generators)
+        if augment_state is not None:
+            rng["generators"]["augment"] = augment_state
+        return {**engine.state_dict(), "engine": engine.settings(), "rng": rng, "epoch": self.epoch, "step": self.step, "perm": self.perm,
+                "sums": None if self.sums is None else self.sums.cpu(), "history": self.history,
+                "best": list(self.best), "elapsed": elapsed, "run_id": run_id}
 
-    def uninstall(self):
-        for sig, handler in self.handlers.items():
-            signal.signal(sig, handler)
+
+class AugmentedChunks:
+    """One epoch's training batches, augmented `chunk` batches per call and sliced out one step at a time.
+
+    Why chunks: augmenting ~1,024 images per call keeps the per-call overhead small (see augment_batches).
+    Chunks are aligned to the epoch's start, and the generator's state at a chunk's start is kept: a
+    mid-epoch checkpoint stores that snapshot, so a resumed run re-augments the chunk (same numbers, same
+    images) and continues at the saved step, bit-identical to a run that never stopped.
+    """
+
+    def __init__(self, data: Cifar10, config: RunConfig, generator: torch.Generator, steps: int):
+        self.data, self.config, self.gen, self.steps = data, config, generator, steps
+        self.bs = config.batch_size
+        self.chunk = aug_chunk_batches(self.bs, data.train_x.shape[0])
+        self.start_epoch(None)
+
+    def start_epoch(self, order: torch.Tensor | None) -> None:
+        """`order`: the epoch's permutation of the training images, on the device."""
+        self.order, self.first, self.snapshot_at_first = order, -1, None
+        self.x = self.targets = None
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(augmented images (B, 3, 32, 32), soft targets (B, 10), true labels (B,)) of `step`."""
+        if self.first < 0 or step >= self.first + self.chunk:
+            self.first = step - step % self.chunk
+            self.snapshot_at_first = self.gen.get_state()
+            span = self.order[self.first * self.bs:min(self.first + self.chunk, self.steps) * self.bs]
+            c = self.config
+            self.x, self.targets = augment_batches(
+                self.data.train_x.index_select(0, span), self.data.train_y[span], self.gen, self.bs,
+                scaling=c.scaling, flip=c.flip, randaug=c.randaug, mixup=c.mixup, erasing=c.erasing)
+        at = (step - self.first) * self.bs
+        labels = self.data.train_y[self.order[step * self.bs:(step + 1) * self.bs]]
+        return self.x[at:at + self.bs], self.targets[at:at + self.bs], labels
+
+    def snapshot(self, step: int) -> torch.Tensor | None:
+        """The generator state a checkpoint taken before `step` must hold: the chunk's start state when `step`
+        lies in the chunk already augmented, else None (the generator's current state is right)."""
+        return self.snapshot_at_first if self.first <= step < self.first + self.chunk else None
 
 
 # ---------------------------------------------------------------------- the run
 def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume: str = "auto",
-          force: bool = False, progress: str = "none", data: Cifar10 | None = None) -> dict:
+          force: bool = False, progress: str = "none", data: Cifar10 | None = None,
+          stop: StopRequest | None = None) -> dict:
     """Train (or continue) the run `config` describes; returns its result.json content.
 
     resume: "auto" continues from the run's checkpoint if there is one, "restart" starts over.
     force: retrain a run that is already done (its old result is kept as result.<time>.json).
     data: a preloaded dataset (tests, benchmarks); default loads `config.data`.
+    stop: set it (e.g. from a signal handler, see stop.stop_on_signals) to checkpoint at the next step and
+          raise Interrupted; None: the run cannot be stopped other than by killing the process.
     """
     reporter = make_reporter(progress)
     keep_freed_memory()
     device = resolve_device(config.device)
-    amp_dtype = resolve_amp(config.amp, device)
     store = ResultsDir(results)
     store.ensure_writable()
     dataset_tag = dataset_fingerprint(config.data)
@@ -161,16 +156,14 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
     checkpoint.remove_stale_tmp(run_dir)
     if done is not None:  # --force: keep the old result beside the new run, never delete it
         os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
-    ckpt_path = run_dir / checkpoint.FILENAME
     if resume == "restart":
         for name in (checkpoint.FILENAME, "epochs.csv"):
             (run_dir / name).unlink(missing_ok=True)
-    atomic_write_json(run_dir / "config.json", {**config.to_dict(), "run_id": run_id, "dataset": dataset_tag})
+    store.write_config(run_id, config, dataset_tag)
     store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
 
-    stop = Stop().install()
     try:
-        return _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop)
+        return _run(config, data, device, store, run_id, dataset_tag, reporter, stop or StopRequest())
     except Interrupted as err:
         store.write_status(run_id, "interrupted", error=str(err))
         raise
@@ -182,142 +175,121 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
             store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
         raise
     finally:
-        stop.uninstall()
         reporter.stop()
 
 
-def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop) -> dict:
-    torch.manual_seed(config.seed)  # model init; everything after draws from the explicit generators
-    model = build_model(config)
-    n_params = count_params(model)
-    channels_last = config.channels_last is not False
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    model = model.to(device, memory_format=memory_format)
-    optimizer = make_optimizer(model, config, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    shuffle_gen = torch.Generator().manual_seed(config.seed)
-    aug_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
-    gens = {"shuffle": shuffle_gen, "augment": aug_gen}
-
+def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsDir, run_id: str,
+         dataset_tag: str, reporter: Reporter, stop: StopRequest) -> dict:
+    ckpt_path = store.run_dir(run_id) / checkpoint.FILENAME
+    saved = checkpoint.load(ckpt_path)
+    engine = Engine.build(_keep_settings(config, saved, device), device, say=reporter.message, compile_now=False)
+    n_params = count_params(engine.model)
+    gens = {"shuffle": torch.Generator().manual_seed(config.seed),
+            "augment": torch.Generator(device=device).manual_seed(config.seed + 1)}
     data = data.to(device)
     n_train = data.train_x.shape[0]
     steps = n_train // config.batch_size  # drop_last, as timm (train() checked steps ≥ 1)
 
-    # -- resume
-    state = checkpoint.load(ckpt_path)
-    epoch, step0, history, best, elapsed, perm = 0, 0, [], (-1.0, 0), 0.0, None
-    sums = torch.zeros(3, device=device)  # loss sum, correct count, images (this epoch)
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
-        checkpoint.set_rng_state(state["rng"], gens)
-        epoch, step0, history = state["epoch"], state["step"], state["history"]
-        best, elapsed, perm = tuple(state["best"]), state["elapsed"], state.get("perm")
-        if state.get("sums") is not None:
-            sums = state["sums"].to(device)
-        reporter.message(f"resuming run {run_id} at epoch {epoch + 1}, step {step0}")
-    run_model = maybe_compile(model, config.compile, reporter.message)
-
-    def save(epoch_, step_, perm_, sums_, aug_state=None):
-        rng = checkpoint.rng_state(gens)
-        if aug_state is not None:  # mid-epoch: the augmentation generator as it was at the chunk's start
-            rng["generators"]["augment"] = aug_state
-        checkpoint.save(ckpt_path, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-            "rng": rng, "epoch": epoch_, "step": step_, "perm": perm_,
-            "sums": None if sums_ is None else sums_.cpu(), "history": history, "best": list(best),
-            "elapsed": elapsed + (time.perf_counter() - t_start), "run_id": run_id,
-        })
-
-    autocast = torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None)
-    reporter.start(run_id, config.summary(), config.epochs, steps, epoch)
+    state = TrainState() if saved is None else TrainState.from_checkpoint(saved, engine, gens)
+    if saved is not None:
+        reporter.message(f"resuming run {run_id} at epoch {state.epoch + 1}, step {state.step}")
+    engine.compile(reporter.message)
+    batches = AugmentedChunks(data, config, gens["augment"], steps)
     t_start, train_time, train_images = time.perf_counter(), 0.0, 0
-    bad_step = torch.full((), -1, dtype=torch.long, device=device)
-    # Batches are augmented in chunks of `chunk` steps, aligned to the epoch's start. A mid-epoch checkpoint
-    # stores the augmentation generator as it was at its chunk's start; resuming re-augments that chunk
-    # (same numbers, same images) and continues at the saved step, so the run is bit-identical.
-    chunk = aug_chunk_batches(config.batch_size, n_train)
-    chunk_state, chunk_start, chunk_x, chunk_t = None, -1, None, None
+    elapsed = lambda: state.elapsed + (time.perf_counter() - t_start)  # noqa: E731
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
+    batch_images = torch.tensor(float(config.batch_size), device=device)  # made once: no copy per step
+    reporter.start(run_id, config.summary(), config.epochs, steps, state.epoch)
 
-    for epoch in range(epoch, config.epochs):
+    for epoch in range(state.epoch, config.epochs):
         t_epoch = time.perf_counter()
-        if perm is None:
-            perm = torch.randperm(n_train, generator=shuffle_gen)
-        idx_all = perm.to(device)
-        model.train()
-        reported = step0
-        for step in range(step0, steps):
-            if stop.signum is not None:
-                in_chunk = chunk_start <= step < chunk_start + chunk  # this step's chunk is already augmented
-                save(epoch, step, perm, sums, chunk_state if in_chunk else None)
-                name = signal.Signals(stop.signum).name
-                raise Interrupted(f"{name} at epoch {epoch + 1} step {step}: checkpoint saved; "
+        if state.perm is None:
+            state.perm = torch.randperm(n_train, generator=gens["shuffle"])
+        if state.sums is None:
+            state.sums = torch.zeros(3, device=device)
+        batches.start_epoch(state.perm.to(device))
+        engine.model.train()
+        reported = state.step
+        for step in range(state.step, steps):
+            if stop.is_set():
+                state.epoch, state.step = epoch, step
+                checkpoint.save(ckpt_path, state.to_checkpoint(engine, gens, run_id, elapsed(), batches.snapshot(step)))
+                raise Interrupted(f"{stop.reason} at epoch {epoch + 1} step {step}: checkpoint saved; "
                                   f"run the same command to resume", stop.signum)
             lr = lr_at(epoch + (step + 1) / steps, config.epochs, config.lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            if chunk_start < 0 or step >= chunk_start + chunk:
-                chunk_start = step - step % chunk
-                chunk_state = aug_gen.get_state()
-                span = idx_all[chunk_start * config.batch_size:min(chunk_start + chunk, steps) * config.batch_size]
-                chunk_x, chunk_t = augment_batches(
-                    data.train_x.index_select(0, span), data.train_y[span], aug_gen, config.batch_size,
-                    scaling=config.scaling, flip=config.flip, randaug=config.randaug, mixup=config.mixup,
-                    erasing=config.erasing)
-            at = (step - chunk_start) * config.batch_size
-            idx = idx_all[step * config.batch_size:(step + 1) * config.batch_size]
-            x = chunk_x[at:at + config.batch_size].contiguous(memory_format=memory_format)
-            targets = chunk_t[at:at + config.batch_size]
-            loss_d, logits = optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets,
-                                               config.clip)
+            engine.set_lr(lr)
+            x, targets, labels = batches.batch(step)
+            loss, logits = engine.step(x, targets)
             # accumulate on the device: no host sync in the step
-            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss_d), step, bad_step)
-            correct = (logits.argmax(1) == data.train_y[idx]).sum()
-            sums += torch.stack([loss_d * len(idx), correct.float(), torch.tensor(float(len(idx)), device=device)])
+            bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss), step, bad_step)
+            correct = (logits.argmax(1) == labels).sum()
+            state.sums += torch.stack([loss * config.batch_size, correct.float(), batch_images])
             if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
                 _check_finite(bad_step, epoch)
-                s = sums.tolist()
+                s = state.sums.tolist()
                 reporter.step(step + 1 - reported, loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%")
                 reported = step + 1
-        loss_sum, correct_sum, seen = sums.tolist()
+
+        # -- epoch end: evaluate, then make the epoch safe on disk before reporting it
+        loss_sum, correct_sum, seen = state.sums.tolist()
         epoch_train_s = time.perf_counter() - t_epoch
         train_time += epoch_train_s
         train_images += int(seen)
         row = {"epoch": epoch + 1, "lr": lr, "train_loss": loss_sum / seen, "train_acc": 100 * correct_sum / seen,
                "test_loss": None, "test_acc": None}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
-            row["test_loss"], row["test_acc"] = evaluate(run_model, data, device, amp_dtype, memory_format)
-            if row["test_acc"] > best[0]:
-                best = (row["test_acc"], epoch + 1)
+            row["test_loss"], row["test_acc"] = engine.evaluate(data.test_x, data.test_y)
+            if row["test_acc"] > state.best[0]:
+                state.best = (row["test_acc"], epoch + 1)
         row["seconds"] = time.perf_counter() - t_epoch
-        history.append(row)
-        perm, step0, sums = None, 0, torch.zeros(3, device=device)
-        chunk_state, chunk_start, chunk_x, chunk_t = None, -1, None, None
-        save(epoch + 1, 0, None, None)
-        _write_epochs_csv(store.run_dir(run_id) / "epochs.csv", history)
+        state.history.append(row)
+        state.epoch, state.step, state.perm, state.sums = epoch + 1, 0, None, None
+        checkpoint.save(ckpt_path, state.to_checkpoint(engine, gens, run_id, elapsed()))
+        _write_epochs_csv(store.run_dir(run_id) / "epochs.csv", state.history)
         store.write_status(run_id, "running", epoch=epoch + 1, epochs=config.epochs)
-        reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})  # after it is safe on disk
+        reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})
 
-    wall = elapsed + (time.perf_counter() - t_start)
-    final = history[-1]
+    return _finish(config, engine, state, store, run_id, dataset_tag, n_params, elapsed(),
+                   train_images / train_time if train_time > 0 else None, reporter)
+
+
+def _finish(config: RunConfig, engine: Engine, state: TrainState, store: ResultsDir, run_id: str, dataset_tag: str,
+            n_params: int, wall: float, img_per_s: float | None, reporter: Reporter) -> dict:
+    """Final weights, then result.json (from here on the run is done), the index row and the status."""
     result = {
         "run_id": run_id, "dataset": dataset_tag, "config": config.to_dict(),
-        "test_acc": final["test_acc"], "best_test_acc": best[0], "best_epoch": best[1],
+        "test_acc": state.history[-1]["test_acc"], "best_test_acc": state.best[0], "best_epoch": state.best[1],
         "params": n_params, "epochs": config.epochs, "seed": config.seed, "wall_s": round(wall, 2),
-        "img_per_s": round(train_images / train_time, 1) if train_time > 0 else None,
-        "finished": now_iso(), "provenance": provenance(device),
+        "img_per_s": round(img_per_s, 1) if img_per_s else None,
+        "finished": now_iso(), "provenance": {**provenance(engine.device), "engine": engine.describe()},
     }
+    run_dir = store.run_dir(run_id)
     buffer = io.BytesIO()
-    torch.save(model.state_dict(), buffer)
-    atomic_write_bytes(store.run_dir(run_id) / "model.pt", buffer.getvalue())  # final weights
-    atomic_write_json(store.run_dir(run_id) / "result.json", result)  # from here on, the run is done
+    torch.save(engine.model.state_dict(), buffer)
+    atomic_write_bytes(run_dir / "model.pt", buffer.getvalue())
+    atomic_write_json(run_dir / "result.json", result)
     store.append_index_row(index_row(result))
     store.write_status(run_id, "done", epoch=config.epochs, epochs=config.epochs)
-    (store.run_dir(run_id) / checkpoint.FILENAME).unlink(missing_ok=True)  # result.json supersedes it
-    reporter.message(f"run {run_id} done: test acc {result['test_acc']:.2f}% (best {best[0]:.2f}% at epoch "
-                     f"{best[1]}), {wall:.0f}s, results in {store.run_dir(run_id)}")
+    (run_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # result.json supersedes it
+    best, best_epoch = state.best
+    reporter.message(f"run {run_id} done: test acc {result['test_acc']:.2f}% (best {best:.2f}% at epoch "
+                     f"{best_epoch}), {wall:.0f}s, results in {run_dir}")
     return result
+
+
+def _keep_settings(config: RunConfig, saved: dict | None, device: torch.device) -> RunConfig:
+    """A resumed run keeps the memory format and precision it started with (on the same kind of device),
+    unless its flags now say otherwise: a CPU probe that would choose differently today cannot make a
+    resumed run differ from an uninterrupted one."""
+    kept = (saved or {}).get("engine")
+    if not kept or kept.get("device") != device.type:
+        return config
+    changes = {}
+    if config.channels_last is None:
+        changes["channels_last"] = kept["channels_last"]
+    if config.amp == "auto":
+        changes["amp"] = kept["amp"]
+    return config.replace(**changes)
 
 
 def _check_finite(bad_step: torch.Tensor, epoch: int) -> None:
@@ -325,23 +297,6 @@ def _check_finite(bad_step: torch.Tensor, epoch: int) -> None:
     if step >= 0:
         raise Diverged(f"loss became non-finite at epoch {epoch + 1}, step {step + 1}; "
                        f"try a lower --lr or keep --clip on")
-
-
-@torch.no_grad()
-def evaluate(model, data: Cifar10, device, amp_dtype, memory_format) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (%) on the unaugmented, normalised test split."""
-    model.eval()
-    loss = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        for i in range(0, data.test_x.shape[0], EVAL_BATCH):
-            x = normalize(data.test_x[i:i + EVAL_BATCH]).contiguous(memory_format=memory_format)
-            y = data.test_y[i:i + EVAL_BATCH]
-            logits = model(x).float()
-            loss += F.cross_entropy(logits, y, reduction="sum")
-            correct += (logits.argmax(1) == y).sum()
-    n = data.test_x.shape[0]
-    return loss.item() / n, 100.0 * correct.item() / n
 
 
 def _write_epochs_csv(path: Path, history: list[dict]) -> None:

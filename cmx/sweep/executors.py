@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..run.results import ResultsDir, atomic_write_json
+from ..run.results import ResultsDir
 from .plan import Plan, PlannedRun
 
 
@@ -84,12 +84,6 @@ def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pi
 
 
 def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
-    """Write the run's config.json (what `cmx train` writes first) before launching it.
-
-    The child reads its settings from this file, and a queued run is visible to `cmx runs`/`cmx table`.
-    """
-    run_dir = results.run_dir(run.run_id)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    path = run_dir / "config.json"
-    atomic_write_json(path, {**run.config.to_dict(), "run_id": run.run_id, "dataset": run.dataset})
-    return path
+    """Write the run's config.json before launching it: the child reads its settings from this file (the
+    run's one file of truth), and a queued run is visible to `cmx runs`/`cmx table`."""
+    return results.write_config(run.run_id, run.config, run.dataset)

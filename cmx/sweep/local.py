@@ -21,14 +21,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
-from ..run.results import ResultsDir, atomic_write_bytes, now_iso
+from ..run.results import ResultsDir, now_iso
 from .plan import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
@@ -95,7 +94,7 @@ class LocalExecutor:
         return env
 
     def start(self, slot: Slot, run: PlannedRun) -> None:
-        config_file = child_config(self.results, run)
+        config_file = write_run_config(self.results, run)
         log_path = self.results.run_dir(run.run_id) / "train.log"
         cmd = [self.python, "-m", "cmx", "train", "--config", str(config_file),
                "--results", str(self.results.root), "--quiet"]
@@ -209,18 +208,6 @@ class LocalExecutor:
         line = Text(f"{n['done'] + n['failed'] + n['interrupted']}/{self.total} finished: {n['done']} done, "
                     f"{n['failed']} failed, {running} running, {len(queue)} queued — {elapsed}")
         return Group(table, line)
-
-
-def child_config(results: ResultsDir, run: PlannedRun) -> Path:
-    """Write config.json (as `cmx train` does) and the settings file the child reads, sweep-config.yaml.
-
-    Why YAML and not config.json itself: `cmx train --config` reads JSON with a YAML 1.1 parser, which takes
-    JSON's `1e-05` for a string; PyYAML's own dump writes `1.0e-05`, which reads back as the same float.
-    """
-    write_run_config(results, run)
-    path = results.run_dir(run.run_id) / "sweep-config.yaml"
-    atomic_write_bytes(path, yaml.safe_dump(run.config.to_dict(), sort_keys=True).encode())
-    return path
 
 
 def describe(slots: list[Slot]) -> str:

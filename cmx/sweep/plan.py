@@ -26,115 +26,20 @@ from __future__ import annotations
 
 import difflib
 import itertools
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..run.config import FIELD_NAMES, RunConfig
 from ..errors import UserError
+from ..yamlfile import YamlList, YamlMap, load_yaml, parse_scalar
 from ..run.results import ResultsDir
 
 TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include")
 # Long names people write for the paper's one-letter settings (for "did you mean" hints only).
 ALIASES = {"width": "h", "hidden": "h", "dim": "h", "depth": "d", "patch": "p", "patch_size": "p", "kernel": "k",
            "kernel_size": "k", "weight_decay": "wd", "learning_rate": "lr", "batch": "batch_size"}
-
-
-# ---------------------------------------------------------------------- YAML that remembers line numbers
-class _Map(dict):
-    """A YAML mapping plus the 1-based line of itself and of each key."""
-
-    line = 0
-
-    def __init__(self):
-        super().__init__()
-        self.lines: dict[Any, int] = {}
-
-
-class _Seq(list):
-    """A YAML sequence plus the 1-based line of itself and of each item."""
-
-    line = 0
-
-    def __init__(self):
-        super().__init__()
-        self.lines: list[int] = []
-
-
-class _YamlError(Exception):
-    def __init__(self, line: int, message: str):
-        super().__init__(message)
-        self.line = line
-
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader building _Map/_Seq, refusing duplicate keys, and reading `1e-2` as a float.
-
-    PyYAML implements YAML 1.1, where a float needs a dot (`1e-2` would be the *string* '1e-2'); weight
-    decays are written that way, so exponent-only numbers are floats here, as in YAML 1.2 and JSON.
-    """
-
-
-def _construct_mapping(loader: _Loader, node: yaml.MappingNode) -> _Map:
-    loader.flatten_mapping(node)
-    out = _Map()
-    out.line = node.start_mark.line + 1
-    for key_node, value_node in node.value:
-        key = loader.construct_object(key_node, deep=True)
-        line = key_node.start_mark.line + 1
-        if isinstance(key, (dict, list)):
-            raise _YamlError(line, "a mapping key must be a plain name")
-        if key in out:
-            raise _YamlError(line, f"duplicate key '{key}' (first on line {out.lines[key]})")
-        out[key] = loader.construct_object(value_node, deep=True)
-        out.lines[key] = line
-    return out
-
-
-def _construct_sequence(loader: _Loader, node: yaml.SequenceNode) -> _Seq:
-    out = _Seq()
-    out.line = node.start_mark.line + 1
-    for item in node.value:
-        out.append(loader.construct_object(item, deep=True))
-        out.lines.append(item.start_mark.line + 1)
-    return out
-
-
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
-_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
-_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d[\d_]*(\.\d*)?|\.\d+)[eE][-+]?\d+$"),
-                              list("-+0123456789."))
-
-
-def load_yaml(path: Path, what: str = "sweep file") -> Any:
-    """Parse a YAML (or JSON) file into _Map/_Seq values; UserError 'FILE:LINE: problem' on any defect."""
-    try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise UserError(f"cannot read {what} {path}: {err.strerror or err}") from None
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 — _Loader is a SafeLoader
-    except _YamlError as err:
-        raise UserError(f"{path}:{err.line}: {err}") from None
-    except yaml.MarkedYAMLError as err:
-        mark = err.problem_mark or err.context_mark
-        line = f":{mark.line + 1}" if mark else ""
-        raise UserError(f"{path}{line}: not valid YAML: {err.problem or err.context}") from None
-    except yaml.YAMLError as err:
-        raise UserError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-
-
-def parse_scalar(text: str) -> Any:
-    """A `--set` value, read as a YAML scalar (10 → int, 1e-2 → float, false → bool, ../data → str)."""
-    try:
-        value = yaml.load(text, Loader=_Loader) if text.strip() else ""
-    except yaml.YAMLError:
-        value = text
-    return value
 
 
 # ---------------------------------------------------------------------- validation of one setting
@@ -174,7 +79,7 @@ def _settings(block: Any, path: Path, what: str, allow_label: bool = False) -> t
     """A mapping of settings (plus an optional label) → ({field: (value, where)}, label)."""
     if block is None:
         return {}, ""
-    if not isinstance(block, _Map):
+    if not isinstance(block, YamlMap):
         line = getattr(block, "line", 0)
         raise UserError(f"{_at(path, line) if line else path}: {what} must be a mapping of settings, "
                         f"got {type(block).__name__}")
@@ -194,13 +99,13 @@ def _grid(block: Any, path: Path, line: int) -> list[dict]:
     """grid: {key: [v1, v2]} → the cartesian product as a list of {field: (value, where)}."""
     if block is None:
         return [{}]
-    if not isinstance(block, _Map):
+    if not isinstance(block, YamlMap):
         raise UserError(f"{_at(path, line)}: grid must be a mapping of key → list of values, "
                         f"got {type(block).__name__}")
     axes = []
     for key, values in block.items():
         where = _at(path, block.lines[key])
-        if not isinstance(values, _Seq):
+        if not isinstance(values, YamlList):
             raise UserError(f"{where}: grid '{key}' must be a list of values, got {values!r}")
         if not values:
             raise UserError(f"{where}: grid '{key}' is an empty list")
@@ -235,7 +140,7 @@ def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None =
     doc = load_yaml(path)
     if doc is None:
         raise UserError(f"{path}: the sweep file is empty")
-    if not isinstance(doc, _Map):
+    if not isinstance(doc, YamlMap):
         raise UserError(f"{path}:1: a sweep file must be a mapping with base/runs/grid/seeds/include")
     for key in doc:
         if key not in TOP_KEYS:
@@ -259,7 +164,7 @@ def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None =
     for i, inc in enumerate(includes):
         target = path.parent / inc
         if not target.is_file():
-            where = _at(path, includes.lines[i] if isinstance(includes, _Seq) else line("include"))
+            where = _at(path, includes.lines[i] if isinstance(includes, YamlList) else line("include"))
             raise UserError(f"{where}: included sweep file {target} does not exist")
         variants += expand_file(target, seeds, {**base, **overrides}, (*_stack, path.resolve()))
 
@@ -270,7 +175,7 @@ def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None =
     runs = doc.get("runs")
     if runs is None:
         runs = [None]
-    elif not isinstance(runs, _Seq) or not runs:
+    elif not isinstance(runs, YamlList) or not runs:
         raise UserError(f"{_at(path, line('runs'))}: runs must be a non-empty list of partial configs")
     points = _grid(doc.get("grid"), path, line("grid"))
     seed_list, seed_where = seeds if seeds is not None else ([None], "")

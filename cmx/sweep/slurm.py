@@ -6,8 +6,8 @@ the time-limit/preemption signal (USR2). The same code runs on submitit's local 
 the tests use (`--executor local-submitit|debug`).
 
 Each array task calls `cmx.run.train.train(config, results)` in-process; the run directory holds all progress.
-On USR2, TrainJob asks train() to stop exactly as Ctrl-C would (SIGTERM to itself: a checkpoint at the
-next step, the run marked interrupted), then hands over to submitit's handler, which calls `checkpoint()`
+On USR2, TrainJob sets the run's stop request exactly as Ctrl-C would (a checkpoint at the next step, the
+run marked interrupted), then hands over to submitit's handler, which calls `checkpoint()`
 → `DelayedSubmission(self, config, results)`, requeues the job and exits. The requeued task calls train()
 again, which resumes from the run's checkpoint. A run killed some other way stays `interrupted` and is
 submitted again by the next `cmx sweep`.
@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import UserError
 from .executors import Outcome, SweepSummary, failure_reason, write_run_config
 from ..run.results import ResultsDir, atomic_write_json, now_iso, read_json
+from ..run.stop import StopRequest
 from .plan import PlannedRun
 
 CLUSTERS = ("slurm", "local-submitit", "debug")
@@ -65,43 +66,52 @@ class JobFailed(Exception):
 
 
 class TrainJob:
-    """What each array task runs: `TrainJob()(config_dict, results_dir)`. Stateless between attempts."""
+    """What each array task runs: `TrainJob()(config_dict, results_dir)`. Stateless between attempts.
+
+    The job owns the run's StopRequest: SIGINT/SIGTERM and SLURM's pre-emption/time-limit signal (USR2) set
+    it, train() checkpoints at its next step and raises Interrupted; after a USR2 the job then hands over to
+    submitit's own handler, which requeues it. A USR2 outside training (before train() starts) goes straight
+    to submitit: there is nothing to save.
+    """
 
     def __init__(self):
         self._preempted: tuple | None = None
-        self._previous = None  # submitit's USR2 handler (checkpoint + requeue)
-        self._sigterm_outside = None  # SIGTERM handler outside train(): submitit's or the default
+        self._submitit_handler = None  # submitit's USR2 handler (checkpoint + requeue)
+        self._stop: StopRequest | None = None  # set while train() runs
 
     def __call__(self, config: dict, results: str) -> dict:
-        from ..run.config import RunConfig
         from ..errors import CmxError, Interrupted
+        from ..run.config import RunConfig
+        from ..run.stop import stop_on_signals
         from ..run.train import train
 
         cfg = RunConfig.from_dict(config)
         in_main = threading.current_thread() is threading.main_thread()
         usr = _usr_signal()
         if in_main:
-            self._previous = signal.signal(usr, self._on_preempt)
-            self._sigterm_outside = signal.getsignal(signal.SIGTERM)
+            self._submitit_handler = signal.signal(usr, self._on_preempt)
         try:
-            result = train(cfg, results, progress="lines")
+            with stop_on_signals() as stop:
+                self._stop = stop
+                result = train(cfg, results, progress="lines", stop=stop)
             return {k: result.get(k) for k in ("run_id", "test_acc", "best_test_acc", "wall_s")}
         except Interrupted as err:
-            if self._preempted is not None and callable(self._previous):
-                self._previous(*self._preempted)  # submitit: checkpoint() → requeue → exit
+            if self._preempted is not None and callable(self._submitit_handler):
+                self._submitit_handler(*self._preempted)  # submitit: checkpoint() → requeue → exit
             raise JobFailed(str(err), err.exit_code) from None
         except CmxError as err:
             raise JobFailed(str(err), err.exit_code) from None
         finally:
+            self._stop = None
             if in_main:
-                signal.signal(usr, self._previous)
+                signal.signal(usr, self._submitit_handler)
 
     def _on_preempt(self, signum, frame) -> None:
         self._preempted = (signum, frame)
-        if signal.getsignal(signal.SIGTERM) is not self._sigterm_outside:  # train() has its handler in place
-            signal.raise_signal(signal.SIGTERM)  # → checkpoint at the next step, Interrupted
-        elif callable(self._previous):
-            self._previous(signum, frame)  # not training (yet): nothing to save, requeue now
+        if self._stop is not None:
+            self._stop.request(signal.SIGTERM)  # → checkpoint at the next step, Interrupted (as scancel would)
+        elif callable(self._submitit_handler):
+            self._submitit_handler(signum, frame)  # not training: nothing to save, requeue now
 
     def checkpoint(self, config: dict, results: str):
         """Called by submitit on preemption/time-out: run the same call again; train() resumes by itself."""

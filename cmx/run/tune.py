@@ -1,0 +1,157 @@
+"""CPU settings chosen by measurement: which memory format and precision train a given model fastest here.
+
+Why measure: the best choice differs by CPU. On an Intel Xeon with AMX (64/4 p2 k5, batch 128) fp32 NCHW
+ran 1.34× the reference, fp32 channels_last 1.26× and bf16 0.76–0.99×, while at 256/8 p1 k9 channels_last
+won (2.04×); the AMD EPYC behind benchmarks/RESULTS.md ordered them differently. So when `--channels-last`
+or `--amp` is left unset on a CPU, a short probe times a few optimisation steps of each candidate — NCHW
+and channels_last in fp32, plus bf16 autocast where the CPU has native bf16 (avx512_bf16 / AMX) — and the
+fastest wins. The answer is cached per machine (CPU model, threads, torch version) and model shape in
+$CMX_CACHE_DIR/cpu_settings.json (default ~/.cache/cmx), so the probe runs once per shape; `cmx bench
+--tune` runs it explicitly. The choice is not part of the run id (like --device). `CMX_CPU_TUNE=off` skips
+the probe (the defaults are then channels_last, fp32), which the test suite uses for determinism.
+On CUDA nothing is probed: bf16 autocast (fp16 without bf16) and channels_last are the known-good choice.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from .config import RunConfig
+
+PROBE_WARMUP, PROBE_STEPS = 2, 3
+_LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
+_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def cache_path() -> Path:
+    root = os.environ.get("CMX_CACHE_DIR") or Path.home() / ".cache" / "cmx"
+    return Path(root) / "cpu_settings.json"
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cache_key(config: RunConfig) -> str:
+    return (f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+            f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm} batch {config.batch_size}")
+
+
+def candidates(config: RunConfig) -> list[tuple[str, str]]:
+    """(layout, precision) pairs left open by the config's flags."""
+    layouts = (["channels_last", "nchw"] if config.channels_last is None
+               else ["channels_last" if config.channels_last else "nchw"])
+    if config.amp == "auto":
+        precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+    else:
+        precisions = [{"off": "fp32"}.get(config.amp, config.amp)]
+    return [(layout, precision) for precision in precisions for layout in layouts]
+
+
+def choose_settings(config: RunConfig, device: torch.device,
+                    say: Callable[[str], None]) -> tuple[torch.dtype | None, torch.memory_format, str]:
+    """(autocast dtype, memory format, how chosen) for a run of `config` on `device`."""
+    from .engine import resolve_amp, resolve_memory_format
+
+    fixed = config.channels_last is not None and config.amp != "auto"
+    if device.type != "cpu" or fixed or os.environ.get("CMX_CPU_TUNE", "on") == "off":
+        how = "flags" if fixed else "default"
+        return resolve_amp(config.amp, device), resolve_memory_format(config.channels_last), how
+    options = candidates(config)
+    if len(options) == 1:
+        layout, precision = options[0]
+        return _DTYPES[precision], _LAYOUTS[layout], "flags"
+    cached = read_cache().get(cache_key(config))
+    if cached and (cached["layout"], cached["precision"]) in options:
+        layout, precision, how = cached["layout"], cached["precision"], "cached probe"
+    else:
+        timings = probe_in_child(config, options)
+        layout, precision = min(timings, key=timings.get)
+        write_cache(cache_key(config), layout, precision, timings)
+        how = "probe"
+        say("cpu settings probe: " + ", ".join(f"{lay} {prec} {1000 * s:.0f} ms/step"
+                                                for (lay, prec), s in timings.items()))
+    say(f"cpu settings: {layout}, {precision} ({how}; override with --channels-last/--no-channels-last, --amp)")
+    return _DTYPES[precision], _LAYOUTS[layout], how
+
+
+def probe(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """Median seconds per optimisation step of each candidate, on random data at the run's batch size."""
+    from .engine import Engine
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(config.batch_size, 3, 32, 32, generator=gen)
+    targets = torch.softmax(torch.randn(config.batch_size, 10, generator=gen), 1)
+    timings = {}
+    for layout, precision in options:
+        settings = config.replace(channels_last=layout == "channels_last", device="cpu", compile=False,
+                                  amp={"fp32": "off"}.get(precision, precision))
+        engine = Engine.build(settings, torch.device("cpu"), say=lambda msg: None)
+        times = []
+        for i in range(PROBE_WARMUP + PROBE_STEPS):
+            start = time.perf_counter()
+            engine.step(x, targets)
+            if i >= PROBE_WARMUP:
+                times.append(time.perf_counter() - start)
+        timings[(layout, precision)] = statistics.median(times)
+    return timings
+
+
+def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+    """`probe` in a child process, so that its models' memory and one-time costs stay out of the caller
+    (whose peak memory `cmx bench` measures, and whose allocator keeps what it once held)."""
+    payload = json.dumps({"config": {**config.to_dict(), "data": "-"}, "options": options})
+    done = subprocess.run([sys.executable, "-m", "cmx.run.tune", payload], capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"cpu settings probe failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
+    return {tuple(key.split(" ")): seconds for key, seconds in json.loads(done.stdout.splitlines()[-1]).items()}
+
+
+def read_cache() -> dict:
+    try:
+        return json.loads(cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def write_cache(key: str, layout: str, precision: str, timings: dict) -> None:
+    """Best effort: an unwritable cache only means probing again next time."""
+    from .results import atomic_write_json
+
+    entries = read_cache()
+    entries[key] = {"layout": layout, "precision": precision,
+                    "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()}}
+    try:
+        cache_path().parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cache_path(), entries)
+    except OSError:
+        pass
+
+
+if __name__ == "__main__":  # the child of probe_in_child: one JSON line of seconds per step
+    request = json.loads(sys.argv[1])
+    found = probe(RunConfig.from_dict(request["config"]), [tuple(o) for o in request["options"]])
+    print(json.dumps({f"{layout} {precision}": seconds for (layout, precision), seconds in found.items()}))
