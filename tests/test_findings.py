@@ -288,3 +288,16 @@ def test_exit_code_2_on_bad_format_and_missing_results(tmp_path, capsys):
     assert "cmx: error: --format must be one of table|md|csv|json" in capsys.readouterr().err
     assert main(["findings", "--results", str(tmp_path / "nope")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_stand_in_runs_are_named_when_tabulate_has_them(study):
+    """A scaled-down study's runs stand for paper rows (tabulate's `stand_in` column): say which ran."""
+    tab = table.tabulate(collect.load_runs(study), "cifar10")
+    tab["stand_in"] = ["" if n == 0 else f"{h // 4}/{d // 2} p{2 * p} k{k}"
+                       for n, h, d, p, k in zip(tab["n"], tab["h"], tab["d"], tab["p"], tab["k"])]
+    result = findings.Findings(findings.evaluate(tab), "cifar10", "final")
+    text = findings.render(result, "md")
+    assert "Stand-in runs (a vs b)" in text
+    (bn,) = [r for r in findings.lines(result) if r["id"] == "batchnorm"]
+    assert bn["stand_ins"] == "64/4 p2 k9 vs 64/4 p2 k9" and bn["verdict"] == "holds"
+    assert findings.records(result)[0]["stand_in_a"] == "64/4 p2 k5"
