@@ -131,3 +131,53 @@ def small_study(root: Path) -> dict[str, list[str]]:
     corrupt(root, broken, "result.json", "truncate")
     ids["broken"] = [broken]
     return ids
+
+
+FINDINGS_SPREAD = 0.2  # each row's seeds are mean − 0.2, mean, mean + 0.2: sample std exactly 0.2
+
+
+def findings_study(root: Path) -> None:
+    """The fixture behind tests/golden/findings_small.md: one claim (at least) per verdict.
+
+    Every row with three seeds has them at mean ± 0.2 (sample std 0.2), so each comparison of two such
+    rows has se = 0.2·√(2/3) = 0.163299, Welch df = 4 exactly, t(0.975, 4) = 2.776445 and a 95% interval
+    of effect ± 0.453391. Means (256/8 p1 k9 unless said):
+      Baseline 95.8; LayerNorm 94.5 (BN − LN = 1.3 [0.847, 1.753] → holds)
+      − erasing 96.5 (Baseline − it = −0.7 [−1.153, −0.247] → contradicted)
+      − RandAug 92.9 (2.9 [2.447, 3.353] straddles the claimed 3 → inconclusive)
+      − scaling 90.0 (5.8 [5.347, 6.253] > 3 → holds); − mixup 95.8 (0.0 [−0.453, 0.453] > −0.5 → holds)
+      ReLU 96.9 (GELU − ReLU = −1.1 [−1.553, −0.647] < −0.5 → contradicted)
+      − clipping: one seed, 88.0 → needs ≥2 seeds (point effect +7.8)
+      wd 1e-2: running 3/200 → not run; 256/24 k3: nothing → not run
+      256/10 k3: three seeds at 50 epochs only → not comparable (epochs 200 vs 50)
+      p = 2 (k9) 95.0, p = 4 93.0, p = 8 86.0 → chain 0.8, 2.0, 7.0, all hold → holds
+      p = 2 kernels: k3 94.0, k5 95.0 (k5 − k3 = 1.0 → holds); k7 95.1 (≈ k5: 0.1 [−0.353, 0.553] →
+        inconclusive), k9 95.0 (0.0 → holds), k11 96.0 (1.0 [0.547, 1.453] → contradicted) → contradicted
+      128 (p1 k8): d4 91.0, d8 93.0, d12 92.0 → d12 > d8 contradicted → chain contradicted
+      256 (p1 k8): d4 93.0, d8 95.0, d12 95.9, d16 96.0 → d16 > d12 0.1 inconclusive → chain inconclusive
+      width: 256 − 128 at d 4, 8, 12 = 2.0, 2.0, 3.9 → holds
+      p1 kernels: k5 one seed 95.2, k7 one seed 95.6 → k7 ≥ k5 needs ≥2 seeds (+0.4); k3, k15 not run
+    """
+    def seeds(mean: float, **changes) -> None:
+        for seed, acc in enumerate((mean - FINDINGS_SPREAD, mean, mean + FINDINGS_SPREAD)):
+            make_run(root, seed=seed, test_acc=round(acc, 4), **changes)
+
+    seeds(95.8)
+    seeds(94.5, norm="layer")
+    seeds(96.5, erasing=False)
+    seeds(92.9, randaug=False)
+    seeds(90.0, scaling=False)
+    seeds(95.8, mixup=False)
+    seeds(96.9, act="relu")
+    make_run(root, clip=False, test_acc=88.0)
+    make_run(root, wd=1e-2, state="running", epoch=3)
+    seeds(94.0, d=10, k=3, epochs=50)
+    for p, mean in ((2, 95.0), (4, 93.0), (8, 86.0)):
+        seeds(mean, p=p)
+    for k, mean in ((3, 94.0), (5, 95.0), (7, 95.1), (11, 96.0)):
+        seeds(mean, p=2, k=k)
+    for h, d, mean in ((128, 4, 91.0), (128, 8, 93.0), (128, 12, 92.0),
+                       (256, 4, 93.0), (256, 8, 95.0), (256, 12, 95.9), (256, 16, 96.0)):
+        seeds(mean, h=h, d=d, k=8)
+    make_run(root, k=5, test_acc=95.2)
+    make_run(root, k=7, test_acc=95.6)

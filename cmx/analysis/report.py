@@ -1,6 +1,7 @@
 """REPORT.md: the whole study on one page, regenerated from the run directories.
 
-It holds both tables (the same text `cmx table` prints), the summary plots (relative links, so the
+It holds both tables (the same text `cmx table` prints), the findings (`cmx findings --format md`: do
+the paper's conclusions hold in these runs?), the summary plots (relative links, so the
 results directory can be copied or committed as a unit), how much compute the finished runs took per
 device type, and where the numbers came from (commits, dirty trees, devices, torch versions), because a
 table mixing code versions or hardware should say so.
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import plot, table
+from . import findings, plot, table
 from ..run.results import ResultsDir
 
 
@@ -38,6 +39,7 @@ def report_text(runs: pd.DataFrame, tables: table.Tables, plots: list[Path]) -> 
         out += [f"{len(skipped)} run director{'ies were' if len(skipped) > 1 else 'y was'} unreadable and skipped:", ""]
         out += [f"- `{line}`" for line in skipped] + [""]
     out += [table.render(tables, "markdown", "all", heading_level=2).rstrip("\n"), ""]
+    out += [findings.render(findings.build(tables), "md", heading_level=2).rstrip("\n"), ""]
     out += ["## Plots", ""]
     for png in plots:
         out += [f"![{png.stem.replace('_', ' ')}]({png.as_posix()})", ""]

@@ -1,4 +1,4 @@
-"""The read-side commands `cmx table`, `cmx plot`, `cmx report` and `cmx runs`.
+"""The read-side commands `cmx table`, `cmx findings`, `cmx plot`, `cmx report` and `cmx runs`.
 
 Thin wrappers over collect/table/plot/report so everything here is importable and testable without the
 CLI. `register(app)` adds them to the main Typer app. Bad input raises UserError (the main entry point
@@ -75,6 +75,52 @@ def table_cmd(
     typer.echo(table.render(tables, fmt, which), nl=False)
 
 
+def findings_cmd(
+    results: ResultsOpt = None,
+    dataset: DatasetOpt = None,
+    metric: MetricOpt = "final",
+    epochs: EpochsOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="table (on the terminal), md, csv or json")] = "table",
+) -> None:
+    """Do the paper's conclusions (Appendix C) hold in our runs? Effect ± 95% Welch interval and a verdict per claim."""
+    from ..analysis import findings
+
+    if fmt not in findings.FORMATS:
+        raise UserError(f"--format must be one of {'|'.join(findings.FORMATS)}, got '{fmt}'")
+    with warnings_to_stderr():
+        _, tables = load_tables(results, dataset, metric, epochs)
+    result = findings.build(tables)
+    if fmt == "table":
+        _rich_findings(result)
+    else:
+        typer.echo(findings.render(result, fmt), nl=False)
+
+
+def _rich_findings(result) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..analysis import findings
+
+    colors = {findings.HOLDS: "green", findings.CONTRADICTED: "red", findings.INCONCLUSIVE: "yellow"}
+    rows = findings.lines(result)
+    grid = Table(title="Findings: do the paper's conclusions hold in our runs?", title_justify="left",
+                 caption="\n".join(findings.header_lines(result)), caption_justify="left")
+    columns = findings.columns_for(rows)
+    for column in columns:
+        grid.add_column(column.header, justify="left" if column.align == "l" else "right",
+                        no_wrap=column.header in ("Claim", "Paper a − b", "n (a / b)"))
+    for row in rows:
+        verdict = row["verdict"].split(" (")[0]
+        cells = [column.cell(row) for column in columns]
+        cells[-1] = f"[{colors[verdict]}]{cells[-1]}[/]" if verdict in colors else cells[-1]
+        grid.add_row(*cells, style="bold" if row["id"] else None)
+    console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
+        console = Console(width=max(console.width, 200))
+    console.print(grid)
+
+
 def plot_cmd(
     mode: Annotated[str, typer.Argument(help="summary (default): the summary plots; curves: test accuracy per epoch of RUN_IDS")] = "summary",
     run_ids: Annotated[Optional[list[str]], typer.Argument(help="run ids or unique prefixes (for curves)", show_default=False)] = None,
@@ -112,7 +158,7 @@ def report_cmd(
     metric: MetricOpt = "final",
     epochs: EpochsOpt = None,
 ) -> None:
-    """Write <results>/REPORT.md: tables, plots, run counts, compute hours and provenance."""
+    """Write <results>/REPORT.md: tables, findings, plots, run counts, compute hours and provenance."""
     from ..analysis import report
 
     with warnings_to_stderr():
@@ -187,8 +233,9 @@ def format_seconds(seconds) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    """Add `table`, `plot`, `report` and `runs` to the main cmx app."""
+    """Add `table`, `findings`, `plot`, `report` and `runs` to the main cmx app."""
     app.command("table")(table_cmd)
+    app.command("findings")(findings_cmd)
     app.command("plot")(plot_cmd)
     app.command("report")(report_cmd)
     app.command("runs")(runs_cmd)
