@@ -2,12 +2,19 @@
 
 Copied from ../shared/reference/paper_cifar10.csv so the package is self-contained: `cmx table` prints
 these beside our runs and the model tests check Eq. 4 against the parameter column.
+
+Also how a configuration is matched to a row (MATCH_FIELDS, `match_key`, `rows_matching`): `cmx table`
+matches runs by it and `cmx sweep` resolves a sweep file's `paper:` stand-ins by it, so the two agree.
+Torch-free on purpose (sweep planning and dry runs import it).
 """
 from __future__ import annotations
 
 import csv
 import io
 from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .run.config import RunConfig
 
 # Section headings as the paper prints them (Table 8 uses "↓ ..." separators; Table 7 has one block).
 SECTION_TITLES = {
@@ -39,6 +46,11 @@ PAPER_EPOCHS = 200
 PAPER_BATCH_SIZE = 64
 PAPER_LR = 0.01
 
+# What a run must share with a paper row to count for it: everything that changes the model or the
+# recipe's regularisation. Not compared (shown instead): epochs, lr, batch size, seed, data.
+MATCH_FIELDS = ("h", "d", "p", "k", "wd", "norm", "act", "residual",
+                "scaling", "flip", "randaug", "mixup", "erasing", "clip")
+
 
 @dataclass(frozen=True)
 class PaperRow:
@@ -58,6 +70,13 @@ class PaperRow:
         changes = {"h": self.h, "d": self.d, "p": self.p, "k": self.k, "wd": self.wd}
         changes.update(ABLATIONS.get(self.label, {}))
         return changes
+
+    @property
+    def row_id(self) -> str:
+        """Stable name of the row, e.g. 'table7:- RandAug' or 'table8:kernel:256/8 p1 k5 wd 0'."""
+        if self.label:
+            return f"{self.table}:{self.label}"
+        return f"{self.table}:{self.section}:{self.h}/{self.d} p{self.p} k{self.k} wd {self.wd:g}"
 
 
 _CSV = """\
@@ -126,3 +145,27 @@ ROWS: tuple[PaperRow, ...] = _load()
 
 def rows(table: str | None = None, section: str | None = None) -> list[PaperRow]:
     return [r for r in ROWS if (table is None or r.table == table) and (section is None or r.section == section)]
+
+
+# ---------------------------------------------------------------------- matching configurations to rows
+def match_key(values: Mapping[str, Any]) -> str:
+    """Canonical text of the MATCH_FIELDS of a run or config dict (wd to 6 significant digits)."""
+    parts = []
+    for name in MATCH_FIELDS:
+        value = values[name]
+        parts.append(f"{float(value):.6g}" if name == "wd" else str(value))
+    return "|".join(parts)
+
+
+def paper_config(row: PaperRow) -> RunConfig:
+    """The RunConfig of a row: the defaults (= the paper's recipe) plus the row's changes."""
+    return RunConfig(data="-").replace(**row.config_changes())
+
+
+def rows_matching(config: RunConfig) -> list[PaperRow]:
+    """Every paper row whose configuration equals `config` on MATCH_FIELDS (paper order; may be empty)."""
+    key = match_key(config.to_dict())
+    return [r for r in ROWS if match_key(paper_config(r).to_dict()) == key]
+
+
+BY_ID: dict[str, PaperRow] = {r.row_id: r for r in ROWS}

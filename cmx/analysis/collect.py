@@ -5,6 +5,10 @@ which runs are unreadable. Run directories are written while we read them (and m
 another machine), so every file may be missing or corrupt: such a run is skipped with a warning
 (`SkippedRun`, a UserWarning) instead of crashing the whole report. The CLI prints those warnings to
 stderr, one line each.
+
+Roles (cmx.roles: the paper rows a scaled-down run stands for, recorded by `cmx sweep` in roles.json) come
+along as two extra columns, `roles` and `role_sweeps` (tuples; empty for a run without a role), outside
+COLUMNS so `cmx runs` prints what it always did.
 """
 from __future__ import annotations
 
@@ -15,6 +19,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .. import paper
+from ..roles import read_roles, roles_path
 from ..run.config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
 from ..run.results import STATUSES, ResultsDir, read_json
@@ -57,7 +63,27 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
     for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     frame.attrs["skipped"] = skipped
-    return frame
+    return _with_roles(frame, rd.root)
+
+
+def _with_roles(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """Add `roles` (paper row ids each run stands for) and `role_sweeps` (the sweeps that said so)."""
+    roles = read_roles(root)
+    if roles is None:
+        warnings.warn(f"ignoring {roles_path(root)}: unreadable (runs are matched by their own configuration)",
+                      SkippedRun, stacklevel=3)
+        roles = {}
+    unknown = sorted({e["row"] for entries in roles.values() for e in entries} - set(paper.BY_ID))
+    if unknown:
+        warnings.warn(f"{roles_path(root)}: ignoring roles for rows the paper does not have: {', '.join(unknown)}",
+                      SkippedRun, stacklevel=3)
+    rows, sweeps = [], []
+    for run_id in frame["run_id"]:
+        entries = [e for e in roles.get(run_id, []) if e["row"] in paper.BY_ID]
+        rows.append(tuple(dict.fromkeys(e["row"] for e in entries)))
+        sweeps.append(tuple(dict.fromkeys(str(e.get("sweep", "")) for e in entries)))
+    return frame.assign(roles=pd.Series(rows, index=frame.index, dtype=object),
+                        role_sweeps=pd.Series(sweeps, index=frame.index, dtype=object))
 
 
 def _load_one(rd: ResultsDir, run_id: str) -> dict | str:

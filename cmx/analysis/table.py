@@ -7,6 +7,12 @@ that row exists, and is then marked), and lr/batch size (runs off the paper's 0.
 no paper-recipe run exists, and are marked). Seeds are aggregated with pandas (mean, sample std, n) and,
 with n ≥ 2, the paper's number is checked against the 95% Student-t interval of our mean.
 
+Scaled stand-ins: a run with a role (cmx.roles; a sweep file's `paper:` key, e.g. 64/4 p2 k5 standing
+for the paper's 256/8 p1 k5) counts for the rows it stands for *instead of* the rows its own config
+matches, and such a row is marked § with the stand-in's configuration beside it. Where a row has both
+runs of its own configuration and stand-ins, its own configuration wins (it answers the row directly)
+and the stand-ins are counted as left out (‡); among several stand-ins, the one with the most runs.
+
 `tabulate()` returns the numbers (plot.py and report.py use them too); `render()` turns them into
 markdown, csv or latex, each table built from one column list.
 """
@@ -21,11 +27,10 @@ from typing import Callable
 import pandas as pd
 
 from .. import paper
-from ..run.config import RunConfig, eq4_params
+from ..paper import MATCH_FIELDS, match_key, paper_config  # noqa: F401 — also this module's names (plot.py)
+from ..run.config import eq4_params
 from ..errors import UserError
 
-MATCH_FIELDS = ("h", "d", "p", "k", "wd", "norm", "act", "residual",
-                "scaling", "flip", "randaug", "mixup", "erasing", "clip")
 METRICS = {"final": "test_acc", "best": "best_test_acc"}
 FORMATS = ("markdown", "csv", "latex")
 TABLES = ("7", "8", "all")
@@ -36,23 +41,16 @@ MARKS = {
     "†": "trained with a learning rate / batch size other than the paper's 0.01 / 64",
     "‡": "more finished runs of this configuration (another epoch budget or lr/batch size) are not "
          "included in this row; `cmx table --all` lists them under Other runs",
+    "§": "scaled stand-in: our runs are another configuration, in the Stand-in column, which the sweep "
+         "file's `paper:` key makes stand for this row (roles.json); read them at that scale and budget, "
+         "as evidence on the paper's comparisons rather than on its absolute accuracy",
 }
+HIDDEN_SCALE = ("more finished runs for this row are not included (another epoch budget or lr/batch size, or "
+                "another scale: a row uses runs of its own configuration when it has any, else the stand-in "
+                "with the most runs); `cmx table --all` lists them under Other runs")
 
 
 # ---------------------------------------------------------------------- matching and aggregation
-def match_key(values) -> str:
-    """Canonical text of the MATCH_FIELDS of a run or config (wd to 6 significant digits)."""
-    parts = []
-    for name in MATCH_FIELDS:
-        value = values[name]
-        parts.append(f"{float(value):.6g}" if name == "wd" else str(value))
-    return "|".join(parts)
-
-
-def paper_config(row: paper.PaperRow) -> RunConfig:
-    return RunConfig(data="-").replace(**row.config_changes())
-
-
 def row_name(row) -> str:
     """Short label of a tabulated row for footnotes and plots."""
     if row["table"] == "table7":
@@ -75,11 +73,10 @@ def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: in
     """
     if metric not in METRICS:
         raise UserError(f"--metric must be one of {'|'.join(METRICS)}, got '{metric}'")
-    runs = _with_key(runs[runs["dataset"] == dataset])
-    groups = aggregate(runs, METRICS[metric])
+    runs = _targets(_with_key(runs[runs["dataset"] == dataset]))
+    groups = aggregate(runs, METRICS[metric], by=("row", "stand_in"))
     out = []
     for prow in paper.ROWS:
-        key = match_key(paper_config(prow).to_dict())
         record = {
             "table": prow.table, "section": prow.section, "label": prow.label,
             "h": prow.h, "d": prow.d, "p": prow.p, "k": prow.k, "wd": prow.wd,
@@ -87,21 +84,22 @@ def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: in
             "paper_acc": prow.acc, "mean": math.nan, "std": math.nan, "n": 0, "delta": math.nan,
             "ci_low": math.nan, "ci_high": math.nan, "reproduced": None, "epochs": None,
             "lr": None, "batch_size": None, "status": "pending", "marks": "", "n_hidden": 0, "run_ids": (),
+            "stand_in": "", "role_sweeps": (), "hidden_scale": False,
         }
-        mine = groups[groups["key"] == key]
+        mine = groups[groups["row"] == prow.row_id]
         if epochs is not None:
             mine = mine[mine["epochs"] == epochs]
         if len(mine):
             record.update(_choose(mine, epochs))
         else:
-            candidates = runs[(runs["key"] == key) & runs["state"].isin(ACTIVE)]
+            candidates = runs[(runs["row"] == prow.row_id) & runs["state"].isin(ACTIVE)]
             if epochs is not None:
                 candidates = candidates[candidates["epochs"] == epochs]
             if len(candidates):
                 best = candidates.assign(rank=candidates["state"].map(ACTIVE.index)) \
                     .sort_values(["rank", "epoch"], ascending=[True, False]).iloc[0]
                 record.update(status=f"{best['state']} {best['epoch']}/{best['epochs']}",
-                              epochs=int(best["epochs"]))
+                              epochs=int(best["epochs"]), stand_in=best["stand_in"])
         out.append(record)
     order = {"table7": 0, "table8": 1, "text": 2}  # Table 7 first, as printed; paper order within
     out.sort(key=lambda r: order[r["table"]])
@@ -114,22 +112,70 @@ def _with_key(runs: pd.DataFrame) -> pd.DataFrame:
     return runs.assign(key=pd.Series(keys, index=runs.index, dtype=object))
 
 
-def aggregate(runs: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Finished runs grouped by (config key, epochs, lr, batch size): mean, sample std and n of `column`."""
+def _targets(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, paper row it counts for), adding `row` (PaperRow.row_id) and `stand_in`.
+
+    A run with roles counts for exactly the rows it stands for, `stand_in` saying what it is ('64/4 p2
+    k5'); any other run counts for every row its own configuration matches (`stand_in` = '').
+    """
+    by_key: dict[str, list[str]] = {}
+    for prow in paper.ROWS:
+        by_key.setdefault(match_key(paper_config(prow).to_dict()), []).append(prow.row_id)
+    roles = runs["roles"] if "roles" in runs else pd.Series([()] * len(runs), index=runs.index, dtype=object)
+    at, rows, stand = [], [], []
+    for i, (key, own_roles, values) in enumerate(zip(runs["key"], roles, runs[list(MATCH_FIELDS)].to_dict("records"))):
+        for row_id in own_roles or by_key.get(key, []):
+            at.append(i)
+            rows.append(row_id)
+            stand.append(stand_in_text(values, paper.BY_ID[row_id]) if own_roles else "")
+    out = runs.iloc[at].reset_index(drop=True)
+    if "role_sweeps" not in out:
+        out = out.assign(role_sweeps=pd.Series([()] * len(out), dtype=object))
+    return out.assign(row=pd.Series(rows, dtype=object), stand_in=pd.Series(stand, dtype=object))
+
+
+def stand_in_text(values, prow: paper.PaperRow) -> str:
+    """What a stand-in is, beside the row it stands for: '64/4 p2 k5', plus any other matched setting
+    that differs from the row (e.g. 'wd=0.01'); the row's own label says the rest (e.g. '- RandAug')."""
+    cfg = paper_config(prow).to_dict()
+    parts = [f"{values['h']}/{values['d']} p{values['p']} k{values['k']}"]
+    for name in MATCH_FIELDS[4:]:
+        value = values[name]
+        if name == "wd":
+            if f"{float(value):.6g}" != f"{float(cfg['wd']):.6g}":
+                parts.append(f"wd {format_wd(float(value))}")
+        elif value != cfg[name]:
+            parts.append(("+" if value else "-") + name if isinstance(value, bool) else f"{name}={value}")
+    return " ".join(parts)
+
+
+def aggregate(runs: pd.DataFrame, column: str, by: tuple[str, ...] = ("key",)) -> pd.DataFrame:
+    """Finished runs grouped by (`by`, epochs, lr, batch size): mean, sample std and n of `column`.
+
+    `by` is the config key (one group per configuration), or ('row', 'stand_in') from _targets."""
     done = runs[(runs["state"] == "done")].dropna(subset=[column])
+    sweeps = "role_sweeps" in runs
     if done.empty:
-        return pd.DataFrame(columns=["key", "epochs", "lr", "batch_size", "mean", "std", "n", "run_ids", "summary"])
-    grouped = done.sort_values("seed").groupby(["key", "epochs", "lr", "batch_size"], as_index=False)
+        return pd.DataFrame(columns=[*by, "epochs", "lr", "batch_size", "mean", "std", "n", "run_ids", "summary"]
+                            + (["role_sweeps"] if sweeps else []))
+    grouped = done.sort_values("seed").groupby([*by, "epochs", "lr", "batch_size"], as_index=False)
+    extra = {"role_sweeps": ("role_sweeps", lambda s: tuple(dict.fromkeys(w for ws in s for w in ws)))} if sweeps else {}
     return grouped.agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
-                       run_ids=("run_id", tuple), summary=("summary", "first"))
+                       run_ids=("run_id", tuple), summary=("summary", "first"), **extra)
 
 
 def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
-    """Pick the budget and recipe for one paper row from its finished groups; say what was left out."""
-    budgets = set(groups["epochs"])
+    """Pick the scale, budget and recipe for one paper row from its finished groups; say what was left out."""
+    own = groups[groups["stand_in"] == ""]
+    if len(own):  # runs of the row's own configuration answer it directly
+        pool = own
+    else:  # stand-ins only: the configuration with the most runs (ties: by name, so the choice is stable)
+        sizes = groups.groupby("stand_in")["n"].sum()
+        pool = groups[groups["stand_in"] == min(sizes.index, key=lambda name: (-sizes[name], name))]
+    budgets = set(pool["epochs"])
     budget = epochs if epochs is not None else (
         paper.PAPER_EPOCHS if paper.PAPER_EPOCHS in budgets else max(budgets))
-    at = groups[groups["epochs"] == budget]
+    at = pool[pool["epochs"] == budget]
     is_paper = (at["lr"] - paper.PAPER_LR).abs().le(1e-12) & (at["batch_size"] == paper.PAPER_BATCH_SIZE)
     chosen = (at[is_paper] if is_paper.any() else
               at.sort_values(["n", "lr", "batch_size"], ascending=[False, True, True])).iloc[0]
@@ -139,9 +185,13 @@ def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
     n_hidden = int(groups["n"].sum()) - n
     if n_hidden:
         marks += "‡"
+    if chosen["stand_in"]:
+        marks += "§"
     record = {"mean": mean, "std": std, "n": n, "epochs": int(budget), "lr": float(chosen["lr"]),
               "batch_size": int(chosen["batch_size"]), "status": "", "marks": marks, "n_hidden": n_hidden,
-              "run_ids": tuple(chosen["run_ids"])}
+              "run_ids": tuple(chosen["run_ids"]), "stand_in": chosen["stand_in"],
+              "role_sweeps": tuple(chosen.get("role_sweeps", ())),
+              "hidden_scale": bool((groups["stand_in"] != chosen["stand_in"]).any())}
     if n >= 2 and math.isfinite(std):
         half = t_quantile(n) * std / math.sqrt(n)
         record.update(ci_low=mean - half, ci_high=mean + half)
@@ -163,14 +213,16 @@ def other_runs(runs: pd.DataFrame, dataset: str, metric: str, tab: pd.DataFrame)
     runs = _with_key(runs[runs["dataset"] == dataset])
     groups = aggregate(runs, METRICS[metric])
     used = {run_id for ids in tab["run_ids"] for run_id in ids}
+    stand_ins = set(runs["run_id"][runs["roles"].map(bool)]) if "roles" in runs else set()
     paper_keys = {match_key(paper_config(r).to_dict()) for r in paper.ROWS}
     rows = []
     for group in groups.to_dict("records"):
         if set(group["run_ids"]) & used:
             continue
-        rows.append({**group, "config": re.sub(r" ?seed=\d+$", "", group["summary"]),
-                     "note": "not tabulated (epochs or lr/batch size)" if group["key"] in paper_keys
-                     else "no paper row"})
+        note = ("stand-in, not tabulated (epochs, lr/batch size, or the row uses other runs)"
+                if set(group["run_ids"]) & stand_ins else
+                "not tabulated (epochs or lr/batch size)" if group["key"] in paper_keys else "no paper row")
+        rows.append({**group, "config": re.sub(r" ?seed=\d+$", "", group["summary"]), "note": note})
     return pd.DataFrame(rows, columns=["config", "mean", "std", "n", "epochs", "lr", "batch_size", "note", "run_ids"])
 
 
@@ -238,9 +290,10 @@ OTHER_COLUMNS = (
     Column("batch", lambda r: str(r["batch_size"])),
     Column("Note", lambda r: r["note"], "l"),
 )
+STAND_IN_COLUMN = Column("Stand-in", lambda r: r.get("stand_in") or "", "l")  # only in blocks that have one
 CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k",
                "paper_acc", "mean", "std", "n", "delta", "ci_low", "ci_high", "reproduced", "epochs",
-               "lr", "batch_size", "status", "marks")
+               "lr", "batch_size", "status", "marks", "stand_in")
 
 
 # ---------------------------------------------------------------------- rendering
@@ -293,12 +346,17 @@ def _blocks(tab: pd.DataFrame):
     """(title, columns, [(section title, rows)]) for Table 7 then Table 8 (+ the text rows)."""
     t7 = tab[tab["table"] == "table7"]
     t8 = tab[tab["table"] != "table7"]
+
+    def scaled(columns, frame):  # the Stand-in column only where a row has one (unscaled tables unchanged)
+        return columns + (STAND_IN_COLUMN,) if frame["stand_in"].astype(bool).any() else columns
+
     if len(t7):
-        yield "Table 7: " + paper.SECTION_TITLES["ablation"], TABLE7_COLUMNS, [(None, t7.to_dict("records"))]
+        yield ("Table 7: " + paper.SECTION_TITLES["ablation"], scaled(TABLE7_COLUMNS, t7),
+               [(None, t7.to_dict("records"))])
     if len(t8):
         sections = [(paper.SECTION_TITLES[s], t8[t8["section"] == s].to_dict("records"))
                     for s in dict.fromkeys(t8["section"])]
-        yield "Table 8: ConvMixer-h/d with patch size p and kernel size k", TABLE8_COLUMNS, sections
+        yield "Table 8: ConvMixer-h/d with patch size p and kernel size k", scaled(TABLE8_COLUMNS, t8), sections
 
 
 def _footnotes(rows: list[dict]) -> list[str]:
@@ -308,7 +366,16 @@ def _footnotes(rows: list[dict]) -> list[str]:
         if not hit:
             continue
         if mark == "†":
-            text += ": " + "; ".join(f"{row_name(r)} (lr {r['lr']:g}, batch {_int(r['batch_size'])})" for r in hit)
+            recipes = {(r["lr"], _int(r["batch_size"])) for r in hit}
+            if len(hit) > 1 and len(recipes) == 1 and len(hit) == sum(r["n"] > 0 for r in rows):
+                text += ": every row with runs (lr {:g}, batch {})".format(*recipes.pop())  # a scaled study
+            else:
+                text += ": " + "; ".join(f"{row_name(r)} (lr {r['lr']:g}, batch {_int(r['batch_size'])})" for r in hit)
+        if mark == "‡" and any(r.get("hidden_scale") for r in hit):
+            text = HIDDEN_SCALE
+        if mark == "§":
+            sweeps = dict.fromkeys(w for r in hit for w in r.get("role_sweeps") or ())
+            text += f" (sweeps: {', '.join(sweeps)})" if sweeps else ""
         notes.append(f"{mark} {text}.")
     return notes
 
@@ -360,7 +427,7 @@ def md_table(columns, rows: list[dict]) -> list[str]:
 
 _LATEX = {"%": r"\%", "&": r"\&", "_": r"\_", "#": r"\#", "±": r"$\pm$", "Δ": r"$\Delta$", "✓": r"\checkmark",
           "✗": r"$\times$", "→": r"$\rightarrow$", "×10³": r"$\times 10^3$", "−": "$-$", "≥": r"$\geq$", "—": "--",
-          "*": r"$^*$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "`": ""}
+          "*": r"$^*$", "†": r"$^\dagger$", "‡": r"$^\ddagger$", "§": r"\S{}", "`": ""}
 
 
 def _tex(text: str) -> str:

@@ -16,7 +16,7 @@ from rich.text import Text
 from ..errors import CmxError, UserError
 from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
 from ..sweep.executors import SweepSummary, select_runs
-from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds
+from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
@@ -70,6 +70,7 @@ def sweep(
     if dry_run:
         print_plan(plan, tflops)
         return
+    record_roles(plan)  # before launching: a re-run of a finished study still records its roles
     todo, skipped = select_runs(plan, rerun_failed)
     console = Console(stderr=True, highlight=False)
     hours = sum(estimate(r.config, tflops, _sizes(r)).gpu_hours for r in todo)
@@ -131,6 +132,9 @@ def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> Non
     for col, kw in (("#", {"justify": "right"}), ("sweep", {}), ("label", {}), ("config", {}), ("run_id", {}),
                     ("status", {}), ("GPU-h", {"justify": "right"})):
         table.add_column(col, **kw)
+    roles = any(run.roles for run in plan.runs)  # a study of scaled stand-ins: which paper row each is
+    if roles:
+        table.add_column("stands for (paper:)")
     total = left = 0.0
     for i, run in enumerate(plan.runs, 1):
         hours = estimate(run.config, tflops, _sizes(run)).gpu_hours
@@ -142,7 +146,8 @@ def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> Non
             if status.get("epoch") is not None and state != "failed":
                 state += f" {status.get('epoch')}/{status.get('epochs', run.config.epochs)}"
         table.add_row(str(i), Text(", ".join(run.sweeps)), Text(run.label), Text(run.config.summary()), run.run_id,
-                      Text(state, style=STATE_STYLE.get(run.state, "")), f"{hours:.2f}")
+                      Text(state, style=STATE_STYLE.get(run.state, "")), f"{hours:.2f}",
+                      *([Text("; ".join(dict.fromkeys(r.row for r in run.roles)))] if roles else []))
     console.print(table)
     shared = plan.n_variants - len(plan.runs)
     dedupe = f" ({plan.n_variants} configs; {shared} shared by several sweep entries, trained once)" if shared else ""

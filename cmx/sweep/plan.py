@@ -14,6 +14,7 @@ A sweep file (sweeps/*.yaml):
     grid: {k: [3, 5, 7]}          # optional cartesian product: key → list of values
     seeds: [0]                    # optional; every config is trained once per seed
     include: [table7.yaml]        # optional other sweep files (paths relative to this one)
+    paper: {h: 256, d: 8, p: 1}   # optional: the runs are scaled stand-ins for these paper rows (below)
 
 Expansion: every run × every grid point × every seed, layered base < run < grid point < seed < `--set`
 (`--seeds` replaces the files' seed lists). Included files expand first, with their own base; the
@@ -21,6 +22,13 @@ including file's `base` and `seeds` override theirs (like `--set`/`--seeds` for 
 has runs of its own only if it gives `runs` or `grid`. Runs with the same run_id, within a file or across
 included files, are planned once and remember every sweep and label that asked for them. Relative `data`
 paths are relative to the working directory, as with `cmx train --data`.
+
+Roles (`paper:`): a scaled-down study says which paper row each run stands for by the config changes
+that turn the run into that row (64/4 p2 k5 + {h: 256, d: 8, p: 1} = the paper's 256/8 p1 k5; every other
+setting carries over). Given at file level (every run of that file; included files keep their own) or in
+a `runs` entry (overriding the file's key by key). It is not part of the run's config or run id. The
+stand-in config is resolved here to the paper rows it matches, as `cmx table` matches (cmx.paper), so a
+`paper:` that names no row of the paper fails at plan time; `record_roles` writes them to roles.json.
 """
 from __future__ import annotations
 
@@ -31,12 +39,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import paper as paper_rows
+from ..roles import Role, record_roles as _record
 from ..run.config import FIELD_NAMES, RunConfig
 from ..errors import UserError
 from ..yamlfile import YamlList, YamlMap, load_yaml, parse_scalar
 from ..run.results import ResultsDir
 
-TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include")
+TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include", "paper")
 # Long names people write for the paper's one-letter settings (for "did you mean" hints only).
 ALIASES = {"width": "h", "hidden": "h", "dim": "h", "depth": "d", "patch": "p", "patch_size": "p", "kernel": "k",
            "kernel_size": "k", "weight_decay": "wd", "learning_rate": "lr", "batch": "batch_size"}
@@ -69,6 +79,24 @@ class Variant:
     sweep: str
     label: str
     settings: dict[str, tuple[Any, str]]  # field name → (value, 'FILE:LINE' or '--set')
+    paper: dict[str, tuple[Any, str]] | None = None  # the `paper:` changes (None: no role)
+    paper_where: str = ""  # 'FILE:LINE' of the `paper:` key that applies
+
+
+def _paper(block: Any, path: Path, line: int) -> dict[str, tuple[Any, str]]:
+    """A `paper:` mapping → {field: (value, where)}; only MATCH_FIELDS, since only they pick a row."""
+    if not isinstance(block, YamlMap):
+        raise UserError(f"{_at(path, line)}: paper must be a mapping of the settings that turn a run into the "
+                        f"paper row it stands for, e.g. paper: {{h: 256, d: 8, p: 1}}; got {block!r}")
+    out = {}
+    for key, value in block.items():
+        where = _at(path, block.lines[key])
+        name = check_setting(key, value, where)
+        if name not in paper_rows.MATCH_FIELDS:
+            raise UserError(f"{where}: paper: '{key}' does not pick a paper row (give only "
+                            f"{', '.join(paper_rows.MATCH_FIELDS)}); a run's budget is shown beside the row as it is")
+        out[name] = (value, where)
+    return out
 
 
 def _at(path: Path, line: int) -> str:
@@ -86,6 +114,10 @@ def _settings(block: Any, path: Path, what: str, allow_label: bool = False) -> t
     out, label = {}, ""
     for key, value in block.items():
         where = _at(path, block.lines[key])
+        if key == "paper":
+            if allow_label:  # a runs entry: its `paper:` is read by _paper
+                continue
+            raise UserError(f"{where}: 'paper' goes at the top level of the file or in a runs entry, not in {what}")
         if allow_label and key == "label":
             if isinstance(value, (dict, list)) or value is None:
                 raise UserError(f"{where}: label must be text, got {value!r}")
@@ -148,6 +180,7 @@ def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None =
             raise UserError(f"{_at(path, doc.lines[key])}: unknown top-level key '{key}' "
                             f"(expected one of: {', '.join(TOP_KEYS)}){hint}")
     line = lambda key: doc.lines.get(key, 1)  # noqa: E731
+    file_paper = _paper(doc["paper"], path, line("paper")) if "paper" in doc else None
     name = doc.get("name", path.stem)
     if not isinstance(name, str) or not name:
         raise UserError(f"{_at(path, line('name'))}: name must be text, got {name!r}")
@@ -181,12 +214,16 @@ def expand_file(path: Path, seeds: Seeds | None = None, overrides: dict | None =
     seed_list, seed_where = seeds if seeds is not None else ([None], "")
     for run in runs:
         run_settings, label = _settings(run, path, "each entry of runs", allow_label=True)
+        role, role_where = file_paper, _at(path, line("paper"))
+        if isinstance(run, YamlMap) and "paper" in run:
+            role_where = _at(path, run.lines["paper"])
+            role = {**(file_paper or {}), **_paper(run["paper"], path, run.lines["paper"])}
         for point in points:
             for seed in seed_list:
                 settings = {**base, **run_settings, **point}
                 if seed is not None:
                     settings["seed"] = (seed, seed_where)
-                variants.append(Variant(name, label, {**settings, **overrides}))
+                variants.append(Variant(name, label, {**settings, **overrides}, role, role_where))
     return variants
 
 
@@ -225,6 +262,7 @@ class PlannedRun:
     sweeps: list[str] = field(default_factory=list)
     labels: list[str] = field(default_factory=list)
     state: str = "pending"
+    roles: list[Role] = field(default_factory=list)  # the paper rows it stands for (sweep `paper:` keys)
 
     @property
     def label(self) -> str:
@@ -251,6 +289,30 @@ class Plan:
 
     def counts(self) -> Counter:
         return Counter(run.state for run in self.runs)
+
+
+def record_roles(plan: Plan) -> Path | None:
+    """Merge the plan's roles into <results>/roles.json (see cmx.roles); None when nothing changed."""
+    return _record(plan.results.root, ((r.run_id, r.sweeps, r.roles) for r in plan.runs))
+
+
+def _stand_in_rows(config: RunConfig, variant: Variant, sets: dict) -> list[paper_rows.PaperRow]:
+    """The paper rows that `config` with the variant's `paper:` changes matches; UserError if none."""
+    changes = {name: value for name, (value, _) in variant.paper.items()}
+    stand_in = config.replace(**changes)
+    rows = paper_rows.rows_matching(stand_in)
+    if not rows:
+        text = ", ".join(f"{k}: {v}" for k, v in changes.items())
+        who = variant.label or _no_seed(config)
+        forced = [w for name, (_, w) in sets.items() if name in paper_rows.MATCH_FIELDS]
+        also = f" (with {', '.join(forced)})" if forced else ""
+        raise UserError(f"{variant.paper_where}: paper {{{text}}} turns run '{who}' into {_no_seed(stand_in)}{also}, "
+                        f"which matches no row of the paper")
+    return rows
+
+
+def _no_seed(config: RunConfig) -> str:
+    return re.sub(r" seed=\d+$", "", config.summary())
 
 
 def make_plan(path: str | Path, results: str | Path | None = None, overrides: list[str] | None = None,
@@ -282,5 +344,11 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
             run.sweeps.append(variant.sweep)
         if variant.label and variant.label not in run.labels:
             run.labels.append(variant.label)
+        if variant.paper is not None:
+            changes = {name: value for name, (value, _) in variant.paper.items()}
+            for row in _stand_in_rows(config, variant, sets):
+                role = Role(row.row_id, variant.sweep, variant.label, variant.paper_where, changes)
+                if role not in run.roles:
+                    run.roles.append(role)
     name = load_yaml(path).get("name", path.stem)
     return Plan(str(name), path, list(by_id.values()), len(variants), ResultsDir(results)).refresh()
