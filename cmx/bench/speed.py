@@ -173,7 +173,7 @@ def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, tar
         xb = x.contiguous(memory_format=memory_format)
         loss, logits = optimisation_step(run_model, model, optimizer, scaler, autocast, xb, targets, config.clip)
         correct = (logits.argmax(1) == labels).sum()
-        sums.add_(torch.stack([loss * len(xb), correct.float(), torch.tensor(float(len(xb)), device=device)]))
+        sums.add_(torch.stack([loss * len(xb), correct.float(), torch.full((), float(len(xb)), device=device)]))
 
     return step, run_model
 

@@ -274,7 +274,8 @@ def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path,
             # accumulate on the device: no host sync in the step
             bad_step = torch.where((bad_step < 0) & ~torch.isfinite(loss_d), step, bad_step)
             correct = (logits.argmax(1) == data.train_y[idx]).sum()
-            sums += torch.stack([loss_d * len(idx), correct.float(), torch.tensor(float(len(idx)), device=device)])
+            # torch.full, not torch.tensor: a fill on the device, no host copy (a sync on CUDA)
+            sums += torch.stack([loss_d * len(idx), correct.float(), torch.full((), float(len(idx)), device=device)])
             if (step + 1) % SYNC_EVERY == 0 or step + 1 == steps:
                 _check_finite(bad_step, epoch)
                 s = sums.tolist()
