@@ -5,7 +5,7 @@ DATA   ?= data
 RESULTS ?= results/demo
 BIN    := $(VENV)/bin
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench gpu-check clean
 
 install: $(VENV)/.installed
 
@@ -30,6 +30,15 @@ test-fast: install
 
 bench: install
 	$(BIN)/cmx bench --vs-reference
+
+# The whole GPU check on cuda:0 in under 8 minutes (README "Checking a GPU"). Without CUDA: one line, exit 2.
+# GPU_PY=python3 runs it with an interpreter that already has torch and cmx (no venv, no registry needed).
+GPU_PY ?= $(BIN)/python
+GPU_DATA := $(if $(wildcard ../shared/data/cifar10-mini),../shared/data/cifar10-mini,.gpu/data/cifar10-mini)
+OUT ?= results/gpu-check
+gpu-check: DATA = $(GPU_DATA)
+gpu-check: $(if $(filter $(BIN)/python,$(GPU_PY)),install)
+	@$(GPU_PY) -m cmx.bench.gpu_check --data $(DATA) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

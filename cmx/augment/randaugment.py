@@ -171,7 +171,7 @@ def _affine(x: Tensor, coeffs: Tensor, bicubic, fill, along: str | None = None) 
     else:
         planes = _first_pass_planes(x, 3, bicubic)  # (B, ch, P, H, W + 1)
         taps = [0] if along == "x" else [0, 1] if bicubic is False else [-1, 0, 1, 2]
-        taps = torch.tensor(taps, device=dev).view(1, -1, 1, 1)
+        taps = device_constant(tuple(taps), dev, torch.long).view(1, -1, 1, 1)  # cached: no copy and sync per call
         rows = (y0.long().unsqueeze(1) + taps).clamp_(0, h - 1)  # (B, row taps, H, W)
         index = rows * (w + 1) + (x0.long() + 1).clamp_(0, w).unsqueeze(1)
         p = _interpolate(_gather_planes(planes, index).unbind(2), dx.view(n, 1, 1, h, w))  # (B, ch, r, H, W)

@@ -100,5 +100,20 @@ def print_table(r: dict) -> None:
     console.print(f"  ({r['projection_method']})", style="dim")
 
 
+def gpu_check(
+    data: Annotated[Path, Opt("--data", help="CIFAR-10 folder for the real-image checks")] = Path("../shared/data/cifar10-mini"),
+    out: Annotated[Path, Opt("--out", help="folder for gpu_check.json and gpu_check.md")] = Path("results/gpu-check"),
+    budget: Annotated[float, Opt("--budget", help="seconds for the whole check")] = 460,
+):
+    """Prove cmx correct and fast on this machine's CUDA GPU in under 8 minutes: the cuda tests, speed,
+    a ~2-minute real training and packing; verdicts as they come, report in OUT (cmx.bench.gpu_check)."""
+    from ..bench.gpu_check import main as gpu_check_main
+
+    code = gpu_check_main(["--data", str(data), "--out", str(out), "--budget", str(budget)])
+    if code:
+        raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
     app.command("bench")(bench)
+    app.command("gpu-check")(gpu_check)

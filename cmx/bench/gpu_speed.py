@@ -1,0 +1,207 @@
+"""The GPU check's speed section: augmentation, train-step and eval img/s and peak GPU memory for
+256/8 p1 k9 at batch 64 (bf16, channels_last, eager), its variants (fp32, NCHW, torch.compile, batch
+128/256/512, 256/8 p2 k9), the augmentation's share of the step, a profiler breakdown of the step by kind
+of kernel, and the depthwise convolution's share and achieved bandwidth beside a measured copy bandwidth.
+
+Timing: CUDA events around a block of calls (`time_per_call`), so the GPU runs its queue as in training and
+the host never waits between calls; the steps are cmx.bench.speed's (`cmx bench` times the same ones with a
+synchronize around each call). Each variant checks the deadline first and is skipped, with a row saying
+so, when the section's time is up.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import subprocess
+import sys
+import time
+from typing import Callable
+
+import torch
+
+from ..augment.pipeline import augment_batch, augment_batches
+from ..run.config import RunConfig
+from ..run.train import aug_chunk_batches
+from . import gpu_profile as P
+from .speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
+
+SECTION = "speed"
+BASE = dict(h=256, d=8, p=1, k=9, batch_size=64, amp="bf16", channels_last=True, compile=False)
+# (label, changes to BASE); the order puts the figures a decision needs first
+VARIANTS = (
+    ("fp32 (amp off)", dict(amp="off")),
+    ("NCHW (channels_last off)", dict(channels_last=False)),
+    ("batch 128", dict(batch_size=128)),
+    ("batch 256", dict(batch_size=256)),
+    ("batch 512", dict(batch_size=512)),
+    ("256/8 p2 k9", dict(p=2)),
+    ("torch.compile", dict(compile=True)),
+)
+STEPS, WARMUP, EVAL_BATCH = 20, 3, 500
+
+
+def time_per_call(fn: Callable[[], None], device: torch.device, steps: int = STEPS, warmup: int = WARMUP) -> float:
+    """Seconds per call of `fn`, over a block of `steps` calls after `warmup` untimed ones: CUDA events on a
+    GPU (one synchronisation at the end), perf_counter on a CPU."""
+    for _ in range(warmup):
+        fn()
+    if device.type != "cuda":
+        start = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        return (time.perf_counter() - start) / steps
+    torch.cuda.synchronize(device)
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    for _ in range(steps):
+        fn()
+    end.record()
+    end.synchronize()
+    return start.elapsed_time(end) / 1000 / steps
+
+
+def copy_bandwidth_gb_s(device: torch.device, gib: float = 1.0) -> float:
+    """Device-to-device copy rate, bytes read + written per second: the memory ceiling to compare with."""
+    src = torch.empty(int(gib * 2**30) // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    seconds = time_per_call(lambda: dst.copy_(src), device, steps=10, warmup=2)
+    del src, dst
+    return 2 * gib * 2**30 / seconds / 1e9
+
+
+def free_memory(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def measure_step(config: RunConfig, device: torch.device, x: torch.Tensor, targets: torch.Tensor,
+                 eval_images: torch.Tensor, eval_too: bool = True) -> dict:
+    """Train-step img/s and peak memory (build + warm-up + timed steps), and eval img/s, for one config."""
+    bs = config.batch_size
+    notes: list[str] = []
+    with PeakMemory(device) as mem:
+        step, run_model = cmx_train_step(config, device, x[:bs], targets[:bs], notes.append)
+        t = time_per_call(step, device)
+    out = {"train_img_per_s": round(bs / t, 1), "step_ms": round(1000 * t, 3), "peak_mem_mib": round(mem.mb, 1)}
+    if notes:
+        out["notes"] = notes
+    if eval_too:
+        evaluate = cmx_eval_step(run_model, config, device, eval_images)
+        out["eval_img_per_s"] = round(len(eval_images) / time_per_call(evaluate, device, steps=5, warmup=2), 1)
+    del step, run_model
+    free_memory(device)
+    return out
+
+
+def inputs(device: torch.device, images: torch.Tensor, labels: torch.Tensor, n: int = 512):
+    """One augmented batch of n (for every batch size up to n), and the raw images for eval and aug."""
+    images, labels = images.to(device), labels.to(device)
+    gen = torch.Generator(device=device).manual_seed(0)
+    x, targets = augment_batch(images[:n], labels[:n], gen)
+    return images, labels, x, targets, gen
+
+
+def run(report, images: torch.Tensor, labels: torch.Tensor, deadline: float, device: torch.device,
+        bench_cli: bool = True) -> None:
+    """The whole section on `device` (the check passes cuda; tests may pass cpu with tiny settings)."""
+    base = RunConfig(**BASE, device=device.type, data="unused")
+    images, labels, x, targets, gen = inputs(device, images, labels)
+    eval_images = images[:EVAL_BATCH]
+    label = "256/8 p1 k9 b64 bf16 channels_last eager"
+
+    bandwidth = copy_bandwidth_gb_s(device) if device.type == "cuda" else None
+    if bandwidth is not None:
+        report.add(SECTION, "device copy bandwidth (ceiling)", "info", f"{bandwidth:,.0f} GB/s (read + write)",
+                   gb_per_s=round(bandwidth, 1))
+
+    aug, aug_n = cmx_aug_step(images, labels, base.batch_size, gen)
+    aug_rate = aug_n / time_per_call(aug, device, steps=5, warmup=2)
+    report.add(SECTION, "augmentation (full paper recipe)", "info", f"{aug_rate:,.0f} img/s on chunks of {aug_n}",
+               aug_img_per_s=round(aug_rate, 1), chunk_images=aug_n)
+
+    main = measure_step(base, device, x, targets, eval_images)
+    share = (1 / aug_rate) / (1 / aug_rate + 1 / main["train_img_per_s"])
+    report.add(SECTION, label, "info", f"train {main['train_img_per_s']:,.0f} img/s, eval "
+               f"{main['eval_img_per_s']:,.0f} img/s, peak {main['peak_mem_mib']:,.0f} MiB; augmentation "
+               f"{100 * share:.0f}% of step time", **main, aug_share_of_step=round(share, 3))
+
+    profile_step(report, base, device, images, labels, x, targets, gen, main, deadline)
+
+    results = {label: main}
+    for name, changes in VARIANTS:
+        if time.monotonic() > deadline:
+            report.add(SECTION, name, "skip", "out of the section's time")
+            continue
+        config = base.replace(**changes)
+        figures = measure_step(config, device, x, targets, eval_images)
+        results[name] = figures
+        ratio = figures["train_img_per_s"] / main["train_img_per_s"]
+        report.add(SECTION, name, "info", f"train {figures['train_img_per_s']:,.0f} img/s ({ratio:.2f}× b64 bf16), "
+                   f"eval {figures['eval_img_per_s']:,.0f} img/s, peak {figures['peak_mem_mib']:,.0f} MiB"
+                   + (f"; {figures['notes'][0]}" if figures.get("notes") else ""), **figures, vs_base=round(ratio, 3))
+    if "batch 512" in results:
+        gain = results["batch 512"]["train_img_per_s"] / main["train_img_per_s"]
+        report.add(SECTION, "batch 64 vs saturation", "info",
+                   f"batch 512 trains {gain:.2f}× the img/s of batch 64"
+                   + (": several runs per process or per GPU would pay" if gain > 1.5 else
+                      ": batch 64 is near saturation; packing runs gains little"), gain_b512_over_b64=round(gain, 3))
+    if bench_cli and time.monotonic() < deadline:
+        cmx_bench_cli(report, device)
+
+
+def profile_step(report, config: RunConfig, device: torch.device, images, labels, x, targets, gen, main: dict,
+                 deadline: float) -> None:
+    """One chunk of the train loop (augment `chunk` batches, then `chunk` optimisation steps) under
+    torch.profiler; per-step ms by kind, idle gaps against the same chunk's wall time without the profiler."""
+    if time.monotonic() > deadline:
+        report.add(SECTION, "profile of one step", "skip", "out of the section's time")
+        return
+    bs = config.batch_size
+    chunk = aug_chunk_batches(bs, images.shape[0])
+    step, _ = cmx_train_step(config, device, x[:bs], targets[:bs])
+    span = images[:chunk * bs]
+
+    def loop() -> None:
+        with torch.profiler.record_function(P.AUG_RANGE):
+            augment_batches(span, labels[:chunk * bs], gen, bs)
+        for _ in range(chunk):
+            step()
+
+    wall_us = time_per_call(loop, device, steps=2, warmup=1) * 1e6
+    totals = P.profile_loop(loop, device)
+    per_step = {kind: round(totals[kind] / chunk / 1000, 4) for kind in P.KINDS}  # ms
+    kernels_us = totals.get("kernels", totals["busy"])
+    idle_ms = max(0.0, wall_us - kernels_us) / chunk / 1000
+    dw_us = totals[P.DEPTHWISE_FWD] + totals[P.DEPTHWISE_BWD]
+    dw_share = dw_us / max(kernels_us, 1e-9)
+    traffic = P.depthwise_bytes(bs, config.h, config.d, config.p, 2 if config.amp == "bf16" else 4)
+    gb_s = {kind: traffic[key] * chunk / (totals[name] / 1e6) / 1e9 if totals[name] > 0 else None
+            for kind, key, name in (("fwd", "fwd", P.DEPTHWISE_FWD), ("bwd", "bwd", P.DEPTHWISE_BWD))}
+    parts = ", ".join(f"{kind} {ms:.2f}" for kind, ms in per_step.items() if ms > 0)
+    report.add(SECTION, "profile of one step (ms per step by kind)", "info",
+               f"{parts}, idle gaps {idle_ms:.2f} (wall {wall_us / chunk / 1000:.2f} ms/step)",
+               ms_per_step=per_step, idle_ms_per_step=round(idle_ms, 4), wall_ms_per_step=round(wall_us / chunk / 1000, 4),
+               kernel_ms_per_step=round(kernels_us / chunk / 1000, 4), attributed_ms_per_step=round(totals["busy"] / chunk / 1000, 4))
+    fwd, bwd = (f"{v:,.0f}" if v else "n/a" for v in (gb_s["fwd"], gb_s["bwd"]))
+    report.add(SECTION, "depthwise conv (k9) share and bandwidth", "info",
+               f"{100 * dw_share:.0f}% of kernel time; achieved ≥ {fwd} GB/s forward, ≥ {bwd} GB/s backward "
+               f"(activation traffic counted once: a lower bound)", share_of_kernel_time=round(dw_share, 4),
+               fwd_gb_per_s=gb_s["fwd"], bwd_gb_per_s=gb_s["bwd"], bytes_per_step=traffic)
+    del step
+    free_memory(device)
+
+
+def cmx_bench_cli(report, device: torch.device) -> None:
+    """`cmx bench --device cuda --json` as a user runs it: exit 0 and its three rates."""
+    cmd = [sys.executable, "-m", "cmx", "bench", "--device", device.type, "--json", "--steps", "10"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        report.add(SECTION, "cmx bench --device cuda --json", "FAIL", f"exit {done.returncode}: {tail}")
+        return
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    report.add(SECTION, "cmx bench --device cuda --json", "pass",
+               f"aug {r['aug_img_per_s']:,.0f}, train {r['train_img_per_s']:,.0f}, eval {r['eval_img_per_s']:,.0f} "
+               f"img/s, peak {r['peak_mem_mb']:,.0f} MB (amp {r['amp']}, sync-timed)",
+               **{k: r[k] for k in ("aug_img_per_s", "train_img_per_s", "eval_img_per_s", "peak_mem_mb", "amp")})
