@@ -36,7 +36,10 @@ from cmx.run.config import RunConfig
 from cmx.run.data import batches_dir, load_cifar10
 from cmx.run.model import build_model
 from cmx.run.results import ResultsDir
-from cmx.run.train import make_optimizer, maybe_compile, train
+from cmx.run import engine as engine_module
+from cmx.run.engine import make_optimizer, maybe_compile
+from cmx.run.stop import StopRequest
+from cmx.run.train import train
 from conftest import REPO, SHARED, cmx_subprocess_env
 from sync_windows import guard_steps
 from tiny_cifar import make_images, make_tiny_cifar
@@ -211,14 +214,14 @@ def test_the_training_loop_makes_no_host_sync_between_its_reads(monkeypatch, tmp
 
 
 def test_the_sync_check_fails_when_a_sync_is_added(monkeypatch, tmp_path):
-    real_step = train_module.optimisation_step
+    real_step = engine_module.optimisation_step
 
     def step_with_a_read(*args, **kw):
         loss, logits = real_step(*args, **kw)
         loss.item()  # the host read a careless change might add
         return loss, logits
 
-    monkeypatch.setattr(train_module, "optimisation_step", step_with_a_read)
+    monkeypatch.setattr(engine_module, "optimisation_step", step_with_a_read)
     config = RunConfig(h=16, d=2, p=2, k=3, epochs=1, batch_size=16, device="cuda", data=str(sync_data(tmp_path)))
     with pytest.raises(RuntimeError, match="synchroniz"):
         guarded_run(monkeypatch, tmp_path, config)
@@ -278,22 +281,22 @@ def deterministic():
 
 
 def test_interrupt_mid_chunk_on_cuda_resumes_bit_identically(tiny_config, tmp_path, monkeypatch, deterministic):
-    """Full augmentation with the CUDA generator: a SIGINT in epoch 2, in the middle of an augmented chunk,
+    """Full augmentation with the CUDA generator: a stop (as on SIGINT) in epoch 2, in the middle of an augmented chunk,
     then a resume, gives the weights of a run that was never stopped."""
     monkeypatch.setattr(train_module, "AUG_CHUNK_IMAGES", 128)  # batch 32: chunks of 4 steps
     config = tiny_config(epochs=2, device="cuda")  # 320 images: 10 steps per epoch
     train(config, tmp_path / "straight")
-    real_lr_at, calls = train_module.lr_at, {"n": 0}
+    real_lr_at, calls, stop = train_module.lr_at, {"n": 0}, StopRequest()
 
-    def lr_at_then_signal(*args):
+    def lr_at_then_stop(*args):
         calls["n"] += 1
         if calls["n"] == 10 + 6:  # during step 5 of epoch 2 (the second chunk): saved at step 6
-            signal.raise_signal(signal.SIGINT)
+            stop.request(signal.SIGINT)  # what the CLI's SIGINT handler does
         return real_lr_at(*args)
 
-    monkeypatch.setattr(train_module, "lr_at", lr_at_then_signal)
+    monkeypatch.setattr(train_module, "lr_at", lr_at_then_stop)
     with pytest.raises(Interrupted):
-        train(config, tmp_path / "stopped")
+        train(config, tmp_path / "stopped", stop=stop)
     monkeypatch.setattr(train_module, "lr_at", real_lr_at)
     train(config, tmp_path / "stopped")
     assert_bit_identical(final_weights(tmp_path / "stopped"), final_weights(tmp_path / "straight"))

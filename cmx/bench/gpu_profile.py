@@ -94,7 +94,7 @@ def breakdown(events: Iterable, device: bool) -> dict[str, float]:
 
 @contextlib.contextmanager
 def labelled_clipping():
-    """Label `torch.nn.utils.clip_grad_norm_` (called by cmx.run.train.optimisation_step) as CLIP_RANGE."""
+    """Label `torch.nn.utils.clip_grad_norm_` (called by cmx.run.engine.optimisation_step) as CLIP_RANGE."""
     real = torch.nn.utils.clip_grad_norm_
 
     def clip(*args, **kw):

@@ -81,15 +81,15 @@ def measure_step(config: RunConfig, device: torch.device, x: torch.Tensor, targe
     bs = config.batch_size
     notes: list[str] = []
     with PeakMemory(device) as mem:
-        step, run_model = cmx_train_step(config, device, x[:bs], targets[:bs], notes.append)
+        step, engine = cmx_train_step(config, device, x[:bs], targets[:bs], notes.append)
         t = time_per_call(step, device)
     out = {"train_img_per_s": round(bs / t, 1), "step_ms": round(1000 * t, 3), "peak_mem_mib": round(mem.mb, 1)}
     if notes:
         out["notes"] = notes
     if eval_too:
-        evaluate = cmx_eval_step(run_model, config, device, eval_images)
+        evaluate = cmx_eval_step(engine, eval_images)
         out["eval_img_per_s"] = round(len(eval_images) / time_per_call(evaluate, device, steps=5, warmup=2), 1)
-    del step, run_model
+    del step, engine
     free_memory(device)
     return out
 
