@@ -2,7 +2,7 @@
 
 Trains ConvMixer-64/4 p2 k5 (batch 128, lr 0.01) on a CIFAR folder with
     cmx        `python -m cmx train ... --quiet`, the paper augmentation on whole batches (mixup on / off)
-    reference  /work/shared/bench/reference_train.py (per-image torchvision PIL, 1 DataLoader worker; it has
+    reference  benchmarks/reference_pipeline.py (in this repository; per-image torchvision PIL, 1 DataLoader worker; it has
                no mixup, so it is compared with both cmx runs)
     timm       /work/shared/bench/timm_recipe_train.py (timm's transforms + Mixup, 1 worker; mixup on / off)
 each as its own process, in the interleaved order cmx, reference, timm, cmx --no-mixup, timm --no-mixup so
@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_BENCH = REPO.parent / "shared" / "bench"
+REFERENCE = REPO / "benchmarks" / "reference_pipeline.py"
+SHARED_BENCH = REPO.parent / "shared" / "bench"  # timm_recipe_train.py (needs timm) lives there
 
 
 def parse_args(argv=None):
@@ -47,7 +48,7 @@ def parse_args(argv=None):
     p.add_argument("--only", default="cmx,reference,timm,cmx-nomix,timm-nomix",
                    help="comma-separated runs, in the order to run them; NAME@SEED picks a seed (default 0)")
     p.add_argument("--cmx-args", default="", help="extra `cmx train` flags, e.g. '--amp bf16'")
-    p.add_argument("--bench-dir", default=str(SHARED_BENCH), help="folder with the two baseline scripts")
+    p.add_argument("--bench-dir", default=str(SHARED_BENCH), help="folder with timm_recipe_train.py (the timm runs only)")
     p.add_argument("--threads", type=int, default=0,
                    help="OMP_NUM_THREADS for every run (baselines too); 0 leaves torch's default")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
@@ -68,7 +69,7 @@ def commands(a, results: Path, seed: int = 0) -> dict[str, list[str]]:
     return {
         "cmx": cmx,
         "cmx-nomix": cmx + ["--no-mixup"],
-        "reference": [py, str(bench / "reference_train.py"), *model, "--lr-max", str(a.lr)],
+        "reference": [py, str(REFERENCE), *model, "--lr-max", str(a.lr)],
         "timm": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr)],
         "timm-nomix": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr), "--no-mixup"],
     }

@@ -33,7 +33,7 @@ def test_bench_json_reports_the_documented_numbers():
     assert not any(key.startswith("reference_") for key in result)
 
 
-@pytest.mark.skipif(not DEFAULT_REFERENCE.is_file(), reason="reference_train.py is not on this machine")
+@pytest.mark.skipif(not DEFAULT_REFERENCE.is_file(), reason="benchmarks/reference_pipeline.py is not beside this cmx (not an editable install)")
 def test_bench_vs_reference_reports_reference_numbers_and_ratios(tiny_data):
     result = bench_json("--vs-reference", "--data", str(tiny_data))
     for key in ("aug", "train", "eval"):

@@ -10,7 +10,7 @@ load from other processes on a shared machine moves it less than a mean would):
     peak memory of building the model and training it (params, grads, AdamW state, activations):
            CUDA max_memory_allocated; on CPU the process's peak RSS over that phase (Linux VmHWM, reset via
            /proc/self/clear_refs), else the growth of ru_maxrss — approximate, since freed memory is reused
-With `vs_reference`, the reference pipeline (/work/shared/bench/reference_train.py) in the same run:
+With `vs_reference`, the reference pipeline (benchmarks/reference_pipeline.py) in the same run:
     aug    its own script, `--mode aug`: per-image torchvision PIL transforms in a DataLoader, 1 worker
     train  the Fig. 3 model as written (NCHW, fp32, plain AdamW, hard-label cross-entropy, clip 1.0),
            rebuilt here so its steps can be interleaved round by round with cmx's
@@ -48,7 +48,8 @@ from ..run.tune import choose_settings
 from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
 
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "bench" / "reference_train.py"
+# In a clone of the repository (editable install): benchmarks/ beside cmx/. Elsewhere pass --reference-script.
+DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_pipeline.py"
 
 
 # ---------------------------------------------------------------------- timing and memory

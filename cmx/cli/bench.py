@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..run.config import RunConfig
+from .options import config_options
 
 Opt = typer.Option
 
@@ -16,16 +17,10 @@ ROWS = (("aug", "augmentation (full paper recipe)", "img/s"), ("train", "train s
         ("eval", "inference", "img/s"))
 
 
+@config_options("h", "d", "p", "k", "batch_size", "device", "amp", "channels_last", "compile")
 def bench(
-    h: Annotated[int, Opt("--h", help="hidden dimension")] = 256,
-    d: Annotated[int, Opt("--d", help="depth")] = 8,
-    p: Annotated[int, Opt("--p", help="patch size")] = 1,
-    k: Annotated[int, Opt("--k", help="depthwise kernel size")] = 9,
-    batch_size: Annotated[int, Opt("--batch-size", help="training batch size")] = 64,
-    device: Annotated[str, Opt("--device", help="auto | cpu | cuda")] = "auto",
-    amp: Annotated[str, Opt("--amp", help="as `cmx train --amp` (default: what cmx train does here)")] = "auto",
-    channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="as `cmx train` [default: on]")] = None,
-    compile: Annotated[bool, Opt("--compile/--no-compile", help="torch.compile the model, as `cmx train --compile`")] = False,
+    settings: dict,
+    tune: Annotated[bool, Opt("--tune", help="on CPU: time the memory formats and precisions left open, cache the fastest for `cmx train`, print them; measure nothing else")] = False,
     threads: Annotated[Optional[int], Opt("--threads", help="torch intra-op CPU threads [default: torch's choice]")] = None,
     steps: Annotated[int, Opt("--steps", help="timed rounds per measurement (median reported)")] = 10,
     warmup: Annotated[int, Opt("--warmup", help="untimed steps first")] = 2,
@@ -33,7 +28,7 @@ def bench(
     data: Annotated[Optional[Path], Opt("--data", help="CIFAR folder: augment real images [default: random images]")] = None,
     vs_reference: Annotated[bool, Opt("--vs-reference", help="also measure the reference pipeline, print ratios")] = False,
     reference_steps: Annotated[Optional[int], Opt("--reference-steps", help="cap the reference's train/eval rounds (it is slow on CPU)")] = None,
-    reference_script: Annotated[Optional[Path], Opt("--reference-script", help="path of reference_train.py")] = None,
+    reference_script: Annotated[Optional[Path], Opt("--reference-script", help="the reference pipeline script [default: benchmarks/reference_pipeline.py]")] = None,
     sweep: Annotated[Optional[Path], Opt("--sweep", help="sweep file to project [default: sweeps/paper.yaml]")] = None,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object instead of a table")] = False,
 ):
@@ -52,8 +47,12 @@ def bench(
         torch.set_num_threads(threads)
     if reference_steps is not None and reference_steps < 1:
         raise UserError(f"--reference-steps must be ≥ 1, got {reference_steps}")
-    config = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch_size, device=device, amp=amp,
-                       channels_last=channels_last, compile=compile, data=str(data) if data else "")
+    config = RunConfig.from_dict({**settings, "data": str(data) if data else ""}, where="flags")
+    if tune:
+        from ..run.tune import tune_now
+
+        tune_now(config, typer.echo)
+        return
     opts = B.BenchOptions(steps=steps, warmup=warmup, eval_batch_size=eval_batch_size, data=data,
                           vs_reference=vs_reference, reference_steps=reference_steps,
                           reference_script=reference_script or B.DEFAULT_REFERENCE,

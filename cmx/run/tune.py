@@ -57,7 +57,7 @@ def cpu_has_native_bf16() -> bool:
 
 def cache_key(config: RunConfig) -> str:
     return (f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-            f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm} batch {config.batch_size}")
+            f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm}norm, batch {config.batch_size}")
 
 
 def candidates(config: RunConfig) -> list[tuple[str, str]]:
@@ -96,6 +96,25 @@ def choose_settings(config: RunConfig, device: torch.device,
                                                 for (lay, prec), s in timings.items()))
     say(f"cpu settings: {layout}, {precision} ({how}; override with --channels-last/--no-channels-last, --amp)")
     return _DTYPES[precision], _LAYOUTS[layout], how
+
+
+def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str, str]:
+    """`cmx bench --tune`: probe every candidate left open by the flags (ignoring the cache), cache and say the
+    fastest. Returns (layout, precision)."""
+    from ..errors import UserError
+    from .engine import resolve_device
+
+    if resolve_device(config.device).type != "cpu":
+        raise UserError("--tune chooses CPU settings; on CUDA cmx uses bf16 (else fp16) and channels_last")
+    options = candidates(config)
+    timings = probe_in_child(config, options)
+    best = min(timings, key=timings.get)
+    write_cache(cache_key(config), *best, timings)
+    for (layout, precision), seconds in sorted(timings.items(), key=lambda kv: kv[1]):
+        say(f"{layout:>13} {precision}: {1000 * seconds:8.1f} ms/step ({config.batch_size / seconds:,.1f} img/s)"
+            + ("   ← chosen" if (layout, precision) == best else ""))
+    say(f"cached for {cache_key(config)} in {cache_path()}")
+    return best
 
 
 def probe(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
