@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, claim
 from .allocator import keep_freed_memory
 from ..augment.pipeline import augment_batches, normalize, soft_target_cross_entropy
 from .config import RunConfig
@@ -153,37 +153,45 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
 
     done = store.result(run_id)
     if done is not None and not force:
-        reporter.message(f"run {run_id} is already done: test acc {done['test_acc']:.2f}% "
-                         f"(best {done['best_test_acc']:.2f}%); use --force to train it again")
-        return {**done, "already_done": True}
+        return _already_done(reporter, run_id, done)
+    # One run, one trainer: claim it before writing anything (cmx/run/claim.py); released on every way out.
+    with claim.acquire(run_dir, epochs=config.epochs):  # RunBusy (exit 4) when a live process holds the run
+        done = store.result(run_id)  # again: the previous holder may have just finished it
+        if done is not None and not force:
+            return _already_done(reporter, run_id, done)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        checkpoint.remove_stale_tmp(run_dir)
+        if done is not None:  # --force: keep the old result beside the new run, never delete it
+            os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        ckpt_path = run_dir / checkpoint.FILENAME
+        if resume == "restart":
+            for name in (checkpoint.FILENAME, "epochs.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+        atomic_write_json(run_dir / "config.json", {**config.to_dict(), "run_id": run_id, "dataset": dataset_tag})
+        store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.remove_stale_tmp(run_dir)
-    if done is not None:  # --force: keep the old result beside the new run, never delete it
-        os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
-    ckpt_path = run_dir / checkpoint.FILENAME
-    if resume == "restart":
-        for name in (checkpoint.FILENAME, "epochs.csv"):
-            (run_dir / name).unlink(missing_ok=True)
-    atomic_write_json(run_dir / "config.json", {**config.to_dict(), "run_id": run_id, "dataset": dataset_tag})
-    store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
+        stop = Stop().install()
+        try:
+            return _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop)
+        except Interrupted as err:
+            store.write_status(run_id, "interrupted", error=str(err))
+            raise
+        except Diverged as err:
+            store.write_status(run_id, "failed", error=str(err))
+            raise
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
+            raise
+        finally:
+            stop.uninstall()
+            reporter.stop()
 
-    stop = Stop().install()
-    try:
-        return _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop)
-    except Interrupted as err:
-        store.write_status(run_id, "interrupted", error=str(err))
-        raise
-    except Diverged as err:
-        store.write_status(run_id, "failed", error=str(err))
-        raise
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        stop.uninstall()
-        reporter.stop()
+
+def _already_done(reporter, run_id: str, done: dict) -> dict:
+    reporter.message(f"run {run_id} is already done: test acc {done['test_acc']:.2f}% "
+                     f"(best {done['best_test_acc']:.2f}%); use --force to train it again")
+    return {**done, "already_done": True}
 
 
 def _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop) -> dict:
