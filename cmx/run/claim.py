@@ -223,6 +223,9 @@ def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: 
     Writes nothing but the claim (and its folder), and nothing at all when the run is busy.
     """
     run_dir = Path(run_dir)
+    n, claim = current(run_dir)
+    if is_live(claim):  # the common busy case: decided before anything is written
+        raise _busy(run_dir, claim)
     folder = claims_dir(run_dir)
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
@@ -232,17 +235,20 @@ def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: 
     tmp = folder / f".claim-{content['host']}-{content['pid']}-{content['token']}.tmp"
     atomic_write_json(tmp, content)
     try:
-        n, claim = current(run_dir)
         while True:
             if is_live(claim):
-                raise RunBusy(f"run {run_dir.name} is being trained by {describe(claim)}; nothing was written "
-                              f"(cmx train --wait waits for it)", run_dir=run_dir, holder=claim)
+                raise _busy(run_dir, claim)
             if _link(tmp, folder / f"{n + 1}.json"):
                 return Claim(run_dir, n + 1, content, heartbeat_s, on_lost).start_heartbeat()
             n += 1  # someone else created n + 1 first: judge theirs
             claim = read_json(folder / f"{n}.json")
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _busy(run_dir: Path, claim: dict) -> RunBusy:
+    return RunBusy(f"run {run_dir.name} is being trained by {describe(claim)}; nothing was written "
+                   f"(cmx train --wait waits for it)", run_dir=run_dir, holder=claim)
 
 
 def _link(tmp: Path, name: Path) -> bool:

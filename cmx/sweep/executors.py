@@ -93,6 +93,13 @@ def busy_outcome(results: ResultsDir, run: PlannedRun, message: str) -> Outcome:
     return Outcome(run, ELSEWHERE, f"held by {claim.describe(held)}" if held else message)
 
 
+def trained_by(results: ResultsDir, run: PlannedRun, pid: int) -> bool:
+    """Did process `pid` (a child this sweep launched) train the run? Its last claim says: a child that found
+    the run already done (another sweep finished it first) took no claim, or one that reached no epoch."""
+    _, last = claim.current(results.run_dir(run.run_id))
+    return last is None or (last.get("pid") == pid and bool(last.get("epoch")))
+
+
 def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pid: int | None = None) -> str:
     """One line: the run's status.json error (if this process wrote it), else the log's last line."""
     status = results.status(run_id) or {}

@@ -28,7 +28,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import RunBusy
-from .executors import ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere, write_run_config
+from .executors import (ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
+                        trained_by, write_run_config)
 from ..run.results import ResultsDir, atomic_write_bytes, now_iso
 from .plan import PlannedRun
 
@@ -113,7 +114,9 @@ class LocalExecutor:
     def finish(self, slot: Slot, code: int) -> Outcome:
         run, log_path = slot.run, self.results.run_dir(slot.run.run_id) / "train.log"
         state = self.results.state(run.run_id)
-        if code == 0 and state == "done":
+        if code == 0 and state == "done" and not trained_by(self.results, run, slot.proc.pid):
+            outcome = Outcome(run, "skipped", "trained by another process meanwhile")
+        elif code == 0 and state == "done":
             outcome = Outcome(run, "done", trained=True)
         elif code == RunBusy.exit_code:  # claimed by another process between planning and launch
             outcome = busy_outcome(self.results, run, failure_reason(self.results, run.run_id, log_path))
