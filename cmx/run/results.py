@@ -8,6 +8,7 @@ Layout (DIR = --results, default results/ or $CMX_RESULTS):
     DIR/runs/<run_id>/checkpoint.pt last completed epoch (or interrupt point); see checkpoint.py
     DIR/runs/<run_id>/model.pt      only on success: the final weights (state_dict)
     DIR/runs/<run_id>/result.json   only on success: final/best accuracy, params, wall time, provenance
+    DIR/runs/<run_id>/claims/<N>.json  who trains the run (see claim.py); the highest N is the current claim
     DIR/runs.csv                    one row per finished run; an index rebuildable from the run dirs
 
 Every file is replaced atomically (write tmp in the same dir, fsync, rename), so a reader or a crash sees
