@@ -53,6 +53,7 @@ from .results import atomic_write_json, read_json
 
 CLAIMS = "claims"
 HEARTBEAT_S = 30.0  # seconds between heartbeats of a holder
+EPOCH_POLL_S = 5.0  # the holder looks at status.json this often, to record a new epoch in its claim
 TIMEOUT_FLOOR_S = 600.0  # a claim is never judged dead sooner than this (unless its pid is dead on this host)
 WAIT_POLL_S = 2.0  # `cmx train --wait`: how often the holder is looked at
 
@@ -170,7 +171,14 @@ class Claim:
         return self
 
     def _beat(self) -> None:
-        while not self._stop.wait(self.heartbeat_s):
+        """Every HEARTBEAT_S, and within EPOCH_POLL_S of a new epoch (so the claim shows the epoch reached)."""
+        last = time.monotonic()
+        while not self._stop.wait(min(EPOCH_POLL_S, self.heartbeat_s)):
+            status = read_json(self.run_dir / "status.json") or {}
+            new_epoch = status.get("pid") == os.getpid() and status.get("epoch") != self.content.get("epoch")
+            if not new_epoch and time.monotonic() - last < self.heartbeat_s:
+                continue
+            last = time.monotonic()
             if (claims_dir(self.run_dir) / f"{self.number + 1}.json").exists():
                 self.lost.set()
                 print(f"cmx: lost the claim on run {self.run_dir.name}: another process judged this one dead "
