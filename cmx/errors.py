@@ -33,3 +33,16 @@ class Interrupted(CmxError):
 
     def __reduce__(self):  # picklable across processes (submitit returns exceptions to the submitter)
         return (type(self), (str(self), self.signum))
+
+
+class RunBusy(CmxError):
+    """Another live process holds the run's claim (cmx.run.claim). Exit code 4; nothing was written."""
+
+    exit_code = 4
+
+    def __init__(self, message: str, run_dir=None, holder: dict | None = None):
+        super().__init__(message)
+        self.run_dir, self.holder = run_dir, holder or {}
+
+    def __reduce__(self):  # picklable across processes, like Interrupted
+        return (type(self), (str(self), self.run_dir, self.holder))

@@ -182,10 +182,10 @@ def test_dry_run_shows_status_of_every_run_and_launches_nothing(tmp_path, capsys
             "--set", f"data={tmp_path / 'nodata'}"]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "10 runs: 1 done, 1 running, 1 interrupted, 1 failed, 6 pending" in out
+    assert "10 runs: 1 done, 1 running elsewhere, 1 interrupted, 1 failed, 6 pending" in out
     for label in ("Baseline", "- Residual in Eq. 2", "GELU → ReLU", "- Gradient Norm Clipping"):
         assert label in out
-    assert "running 37/200" in out and "interrupted 12/200" in out
+    assert "running elsewhere 37/200" in out and "interrupted 12/200" in out
     assert "estimated GPU-hours: 2.8 for the 9 runs not done (3.1 for all 10)" in out
     assert "projection, not a measurement" in out and "40 TFLOP/s" in out
     assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(  # nothing new was written

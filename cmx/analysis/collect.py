@@ -30,7 +30,7 @@ PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", 
 COLUMNS = (
     ("run_id", "dataset", "state") + IDENTITY_FIELDS
     + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
-       "device", "summary") + PROVENANCE_FIELDS
+       "device", "summary") + PROVENANCE_FIELDS + ("holder",)  # holder: who trains a running run
 )
 # Names of GPUs as torch.cuda.get_device_name() prints them, for results whose provenance lacks a device
 # type (the config's device may just say "auto").
@@ -139,8 +139,17 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         device=device_type(cfg.device, prov) if result else None,
         summary=cfg.summary(),
         **{name: prov.get(name) for name in PROVENANCE_FIELDS},
+        holder=_holder(run_dir) if state == "running" else None,
     )
     return row
+
+
+def _holder(run_dir: Path) -> str | None:
+    """'pid 123 on host-a since <time>, epoch 3/10, heartbeat 12s ago' for the run's live claim."""
+    from ..run import claim
+
+    held = claim.holder(run_dir)
+    return claim.describe(held) if held else None
 
 
 def _read_if_present(path: Path) -> dict | None | bool:

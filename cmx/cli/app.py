@@ -1,7 +1,8 @@
 """The `cmx` command line: thin Typer wrappers over library functions that tests call directly.
 
 Every user mistake surfaces as one line on stderr and exit code 2 (`cmx: error: ...`), never a traceback;
-divergence exits 3, an interrupt 130 (SIGINT) or 143 (SIGTERM) with a resumable checkpoint.
+divergence exits 3, a run that another live process is training 4 (RunBusy), an interrupt 130 (SIGINT) or
+143 (SIGTERM) with a resumable checkpoint.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ def train(
     force: Annotated[bool, Opt("--force", help="train again even if the run is already done")] = False,
     dry_run: Annotated[bool, Opt("--dry-run", help="print the resolved config, run id and params; train nothing")] = False,
     quiet: Annotated[bool, Opt("--quiet", "-q", help="one line per epoch instead of a progress bar")] = False,
+    wait: Annotated[bool, Opt("--wait", help="if another process is training this run, wait for it to stop, then report the result or take over")] = False,
 ):
     """Train one ConvMixer on CIFAR-10 with the paper's recipe (resumes automatically)."""
     cfg = RunConfig.from_file(config, overrides=settings) if config else RunConfig.from_dict(settings, where="flags")
@@ -49,9 +51,12 @@ def train(
     from ..run.stop import stop_on_signals
     from ..run.train import train as run_training  # imports torch's training stack only when training
 
+    from ..run.claim import wait_for_turn
+
     with stop_on_signals() as stop:  # SIGINT/SIGTERM: checkpoint at the next step, exit 130/143
-        result = run_training(cfg, results, resume="restart" if restart else resume, force=force,
-                              progress="lines" if quiet else "bar", stop=stop)
+        attempt = lambda: run_training(cfg, results, resume="restart" if restart else resume,  # noqa: E731
+                                       force=force, progress="lines" if quiet else "bar", stop=stop)
+        result = wait_for_turn(attempt, say=lambda line: typer.echo(line, err=True)) if wait else attempt()
     if not result.get("already_done"):
         typer.echo(json.dumps({k: result[k] for k in ("run_id", "test_acc", "best_test_acc", "params", "wall_s")}))
 

@@ -174,7 +174,8 @@ def runs_cmd(
     dataset: Annotated[Optional[str], typer.Option(help="only runs of this dataset fingerprint")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
 ) -> None:
-    """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time."""
+    """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time, and
+    who trains each running run (host, pid, since, epoch: its claim)."""
     from ..analysis import collect
 
     if fmt not in ("table", "csv", "json"):
@@ -199,13 +200,15 @@ def _rich_runs(runs: pd.DataFrame) -> None:
     grid = Table(title=f"{len(runs)} runs", title_justify="left")
     for name, kw in (("run id", {"no_wrap": True}), ("config", {}), ("dataset", {}), ("status", {"no_wrap": True}),
                      ("epochs", {"justify": "right", "no_wrap": True}), ("final %", {"justify": "right"}),
-                     ("best %", {"justify": "right"}), ("wall", {"justify": "right", "no_wrap": True})):
+                     ("best %", {"justify": "right"}), ("wall", {"justify": "right", "no_wrap": True}),
+                     ("held by", {})):
         grid.add_column(name, **kw)
     colors = {"done": "green", "running": "cyan", "failed": "red", "interrupted": "yellow", "pending": "dim"}
     for r in runs.to_dict("records"):
         grid.add_row(r["run_id"], r["summary"], r["dataset"], f"[{colors[r['state']]}]{r['state']}[/]",
                      f"{r['epoch']}/{r['epochs']}", _pct(r["test_acc"]), _pct(r["best_test_acc"]),
-                     format_seconds(r["wall_s"]))
+                     format_seconds(r["wall_s"]),
+                     r["holder"] if isinstance(r["holder"], str) else "")
     console = Console()
     if not console.is_terminal:  # piped or captured: do not squeeze the table into 80 columns
         console = Console(width=max(console.width, 160))

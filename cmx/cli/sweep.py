@@ -15,12 +15,14 @@ from rich.text import Text
 
 from ..errors import CmxError, UserError
 from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
-from ..sweep.executors import SweepSummary, select_runs
+from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
 STATE_ORDER = ("done", "running", "interrupted", "failed", "pending")
+# A sweep trains only runs nobody holds: a running run belongs to another process (cmx/run/claim.py).
+STATE_LABEL = {"running": ELSEWHERE}
 EXECUTORS = ("local", "slurm", "local-submitit", "debug")
 
 
@@ -114,7 +116,8 @@ class SweepIncomplete(CmxError):
         if summary.signal is not None:
             message = "sweep stopped; every run is resumable: run the same command again"
         else:
-            bad = len(summary.outcomes) - sum(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
+            bad = len(summary.outcomes) - sum(o.status in ("done", ELSEWHERE)
+                                              or (o.status == "skipped" and o.run.state == "done")
                                               for o in summary.outcomes)
             message = f"{bad} of {len(summary.outcomes)} runs are not done (listed above)"
         super().__init__(message)
@@ -140,10 +143,10 @@ def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> Non
         hours = estimate(run.config, tflops, _sizes(run)).gpu_hours
         total += hours
         left += hours if run.state != "done" else 0.0
-        state = run.state
-        if state in ("failed", "running", "interrupted"):
+        state = STATE_LABEL.get(run.state, run.state)
+        if run.state in ("failed", "running", "interrupted"):
             status = plan.results.status(run.run_id) or {}
-            if status.get("epoch") is not None and state != "failed":
+            if status.get("epoch") is not None and run.state != "failed":
                 state += f" {status.get('epoch')}/{status.get('epochs', run.config.epochs)}"
         table.add_row(str(i), Text(", ".join(run.sweeps)), Text(run.label), Text(run.config.summary()), run.run_id,
                       Text(state, style=STATE_STYLE.get(run.state, "")), f"{hours:.2f}",
@@ -171,13 +174,14 @@ def print_summary(plan: Plan, summary: SweepSummary) -> None:
     done_now = sum(o.status == "done" for o in summary.outcomes)
     already = sum(o.status == "skipped" and o.run.state == "done" for o in summary.outcomes)
     parts = [f"{done_now + already} done ({done_now} trained now, {already} already done)"]
-    for status in ("failed", "interrupted", "skipped", "submitted"):
+    for status in ("failed", "interrupted", ELSEWHERE, "skipped", "submitted"):
         n = summary.count(status) - (already if status == "skipped" else 0)
         if n:
             parts.append(f"{n} {status}")
     typer.echo(f"sweep {plan.name}: {len(summary.outcomes)} runs: {', '.join(parts)}")
     for outcome in summary.outcomes:
-        if outcome.status in ("failed", "interrupted") or (outcome.status == "skipped" and outcome.run.state != "done"):
+        if (outcome.status in ("failed", "interrupted", ELSEWHERE)
+                or (outcome.status == "skipped" and outcome.run.state != "done")):
             run = outcome.run
             label = f"{run.label} ({run.config.summary()})" if run.label else run.config.summary()
             typer.echo(f"  {outcome.status:<11} {run.run_id}  {label}: {outcome.reason}")
@@ -191,7 +195,7 @@ def _hours(hours: float) -> str:
 
 def _counts(plan: Plan) -> str:
     counts = plan.counts()
-    return ", ".join(f"{counts[s]} {s}" for s in STATE_ORDER if counts[s]) or "nothing to run"
+    return ", ".join(f"{counts[s]} {STATE_LABEL.get(s, s)}" for s in STATE_ORDER if counts[s]) or "nothing to run"
 
 
 # ---------------------------------------------------------------------- option parsing

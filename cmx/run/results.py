@@ -8,6 +8,7 @@ Layout (DIR = --results, default results/ or $CMX_RESULTS):
     DIR/runs/<run_id>/checkpoint.pt last completed epoch (or interrupt point); see checkpoint.py
     DIR/runs/<run_id>/model.pt      only on success: the final weights (state_dict)
     DIR/runs/<run_id>/result.json   only on success: final/best accuracy, params, wall time, provenance
+    DIR/runs/<run_id>/claims/<N>.json  who trains the run (see claim.py); the highest N is the current claim
     DIR/runs.csv                    one row per finished run; an index rebuildable from the run dirs
 
 Every file is replaced atomically (write tmp in the same dir, fsync, rename), so a reader or a crash sees
@@ -132,12 +133,18 @@ class ResultsDir:
         return read_json(self.run_dir(run_id) / "config.json")
 
     def state(self, run_id: str) -> str:
-        """'done' if result.json exists (the truth), else the status file's word, else 'pending'."""
+        """'done' if result.json exists (the truth), 'running' while a live process holds the run's claim,
+        else the status file's word ('running' without a live claim is 'interrupted'), else 'pending'."""
         if (self.run_dir(run_id) / "result.json").exists():
             return "done"
+        from . import claim  # the claim, when there is one, is the truth about who trains the run
+
+        number, held = claim.current(self.run_dir(run_id))
+        if claim.is_live(held):
+            return "running"
         status = self.status(run_id)
         if status and status.get("status") in STATUSES:
-            if status["status"] == "running" and (not _pid_alive(status) or _stale(status)):
+            if status["status"] == "running" and (number or not _pid_alive(status) or _stale(status)):
                 return "interrupted"  # the process died without saying so (SIGKILL, node loss)
             return status["status"]
         return "pending"
@@ -171,10 +178,16 @@ class ResultsDir:
 
     # -- the index
     def append_index_row(self, row: dict[str, Any]) -> None:
-        """Append one finished run to runs.csv under a lock; header written once."""
+        """Append one finished run to runs.csv under a lock; header written once. A run already in the index
+        (a --force retrain) has its row replaced, so runs.csv never holds two rows for one run id."""
         line = _csv_line(row)
         with FileLock(str(self.index_csv) + ".lock", timeout=120):
             new = not self.index_csv.exists() or self.index_csv.stat().st_size == 0
+            if not new and _has_run(self.index_csv, row["run_id"]):
+                lines = self.index_csv.read_text().splitlines(keepends=True)
+                kept = [ln for ln in lines[1:] if _run_id_of(ln) != row["run_id"]]
+                atomic_write_bytes(self.index_csv, "".join([lines[0], *kept, line]).encode())
+                return
             with open(self.index_csv, "a", newline="") as fh:
                 if new:
                     fh.write(_csv_line({c: c for c in INDEX_COLUMNS}))
@@ -224,6 +237,15 @@ def index_row(result: dict) -> dict[str, Any]:
         img_per_s=result.get("img_per_s"), device=prov.get("device_name"), git_commit=prov.get("git_commit"),
     )
     return row
+
+
+def _run_id_of(line: str) -> str:
+    return line.split(",", 1)[0]  # run ids are [a-z0-9-]: never quoted by the csv writer
+
+
+def _has_run(path: Path, run_id: str) -> bool:
+    with open(path) as fh:
+        return any(_run_id_of(line) == run_id for line in fh)
 
 
 def _csv_line(row: dict[str, Any]) -> str:

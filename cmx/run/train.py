@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 
 from ..augment.pipeline import augment_batches
 from ..errors import Diverged, Interrupted, UserError
-from . import checkpoint
+from . import checkpoint, claim
 from .allocator import keep_freed_memory
 from .config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
@@ -148,34 +149,42 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
 
     done = store.result(run_id)
     if done is not None and not force:
-        reporter.message(f"run {run_id} is already done: test acc {done['test_acc']:.2f}% "
-                         f"(best {done['best_test_acc']:.2f}%); use --force to train it again")
-        return {**done, "already_done": True}
+        return _already_done(reporter, run_id, done)
+    stop = stop or StopRequest()
+    # One run, one trainer: claim it before writing anything (claim.py); released on every way out. A holder
+    # judged dead by another process (which took the run over) is stopped like a pre-emption.
+    with claim.acquire(run_dir, epochs=config.epochs, on_lost=lambda: stop.request(signal.SIGTERM)):
+        done = store.result(run_id)  # again: the previous holder may have just finished it
+        if done is not None and not force:
+            return _already_done(reporter, run_id, done)
+        checkpoint.remove_stale_tmp(run_dir)
+        if done is not None:  # --force: keep the old result beside the new run, never delete it
+            os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
+        if resume == "restart":
+            for name in (checkpoint.FILENAME, "epochs.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+        store.write_config(run_id, config, dataset_tag)
+        store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
+        try:
+            return _run(config, data, device, store, run_id, dataset_tag, reporter, stop)
+        except Interrupted as err:
+            store.write_status(run_id, "interrupted", error=str(err))
+            raise
+        except Diverged as err:
+            store.write_status(run_id, "failed", error=str(err))
+            raise
+        except BaseException as err:
+            with contextlib.suppress(Exception):
+                store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
+            raise
+        finally:
+            reporter.stop()
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint.remove_stale_tmp(run_dir)
-    if done is not None:  # --force: keep the old result beside the new run, never delete it
-        os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
-    if resume == "restart":
-        for name in (checkpoint.FILENAME, "epochs.csv"):
-            (run_dir / name).unlink(missing_ok=True)
-    store.write_config(run_id, config, dataset_tag)
-    store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
 
-    try:
-        return _run(config, data, device, store, run_id, dataset_tag, reporter, stop or StopRequest())
-    except Interrupted as err:
-        store.write_status(run_id, "interrupted", error=str(err))
-        raise
-    except Diverged as err:
-        store.write_status(run_id, "failed", error=str(err))
-        raise
-    except BaseException as err:
-        with contextlib.suppress(Exception):
-            store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
-        raise
-    finally:
-        reporter.stop()
+def _already_done(reporter, run_id: str, done: dict) -> dict:
+    reporter.message(f"run {run_id} is already done: test acc {done['test_acc']:.2f}% "
+                     f"(best {done['best_test_acc']:.2f}%); use --force to train it again")
+    return {**done, "already_done": True}
 
 
 def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsDir, run_id: str,

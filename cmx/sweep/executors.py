@@ -10,8 +10,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..run import claim
 from ..run.results import ResultsDir
 from .plan import Plan, PlannedRun
+
+
+ELSEWHERE = "running elsewhere"  # the outcome of a run another process holds (cmx/run/claim.py)
 
 
 class Executor(Protocol):
@@ -21,7 +25,8 @@ class Executor(Protocol):
 
 @dataclass
 class Outcome:
-    """What happened to one run in this invocation: done | failed | interrupted | skipped | submitted."""
+    """What happened to one run in this invocation: done | failed | interrupted | skipped | submitted |
+    running elsewhere (another process holds the run's claim: it trains the run, this sweep does not)."""
 
     run: PlannedRun
     status: str
@@ -41,12 +46,13 @@ class SweepSummary:
 
     @property
     def exit_code(self) -> int:
-        """130 after Ctrl-C (128 + signal), 0 if every run is done (or was submitted), else 1."""
+        """130 after Ctrl-C (128 + signal), 0 if every run is done, running elsewhere (its holder reports
+        on it) or was submitted, else 1."""
         if self.signal is not None:
             return 128 + self.signal
         if not self.waited:
             return 0
-        return 0 if all(o.status == "done" or (o.status == "skipped" and o.run.state == "done")
+        return 0 if all(o.status in ("done", ELSEWHERE) or (o.status == "skipped" and o.run.state == "done")
                         for o in self.outcomes) else 1
 
 
@@ -57,15 +63,41 @@ def select_runs(plan: Plan, rerun_failed: bool = False) -> tuple[list[PlannedRun
         if run.state == "done":
             skipped.append(Outcome(run, "skipped", "already done"))
         elif run.state == "running":
-            status = plan.results.status(run.run_id) or {}
-            skipped.append(Outcome(run, "skipped", f"running elsewhere (pid {status.get('pid')} on "
-                                                   f"{status.get('host')})"))
+            skipped.append(held_elsewhere(plan.results, run) or Outcome(run, ELSEWHERE, "held by another process"))
         elif run.state == "failed" and not rerun_failed:
             error = (plan.results.status(run.run_id) or {}).get("error") or "failed"
             skipped.append(Outcome(run, "skipped", f"failed earlier ({error}); use --rerun-failed"))
         else:
             todo.append(run)
     return todo, skipped
+
+
+def held_elsewhere(results: ResultsDir, run: PlannedRun) -> Outcome | None:
+    """A 'running elsewhere' outcome when a live process (not this sweep) holds the run's claim, else None.
+
+    Executors ask just before launching a run; the claim that train() takes is what really decides (a run
+    claimed after this check makes the launched training exit with RunBusy, see busy_outcome)."""
+    held = claim.holder(results.run_dir(run.run_id))
+    if held is None:
+        return None
+    run.state = "running"
+    return Outcome(run, ELSEWHERE, f"held by {claim.describe(held)}")
+
+
+def busy_outcome(results: ResultsDir, run: PlannedRun, message: str) -> Outcome:
+    """The launched training found the run claimed by another process (exit 4): not a failure."""
+    run.state = results.state(run.run_id)
+    if run.state == "done":
+        return Outcome(run, "skipped", "trained by another process meanwhile")
+    held = claim.holder(results.run_dir(run.run_id))
+    return Outcome(run, ELSEWHERE, f"held by {claim.describe(held)}" if held else message)
+
+
+def trained_by(results: ResultsDir, run: PlannedRun, pid: int) -> bool:
+    """Did process `pid` (a child this sweep launched) train the run? Its last claim says: a child that found
+    the run already done (another sweep finished it first) took no claim, or one that reached no epoch."""
+    _, last = claim.current(results.run_dir(run.run_id))
+    return last is None or (last.get("pid") == pid and bool(last.get("epoch")))
 
 
 def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pid: int | None = None) -> str:

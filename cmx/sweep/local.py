@@ -26,13 +26,15 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .executors import Outcome, SweepSummary, failure_reason, write_run_config
+from ..errors import RunBusy
 from ..run.results import ResultsDir, now_iso
+from .executors import (ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
+                        trained_by, write_run_config)
 from .plan import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-EXIT_MEANING = {2: "user error", 3: "diverged"}
+EXIT_MEANING = {2: "user error", 3: "diverged", 4: "run held by another process"}
 
 try:  # Linux: ask the kernel to SIGTERM a child when the sweep dies (resolved before any fork)
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
@@ -111,8 +113,12 @@ class LocalExecutor:
     def finish(self, slot: Slot, code: int) -> Outcome:
         run, log_path = slot.run, self.results.run_dir(slot.run.run_id) / "train.log"
         state = self.results.state(run.run_id)
-        if code == 0 and state == "done":
+        if code == 0 and state == "done" and not trained_by(self.results, run, slot.proc.pid):
+            outcome = Outcome(run, "skipped", "trained by another process meanwhile")
+        elif code == 0 and state == "done":
             outcome = Outcome(run, "done", trained=True)
+        elif code == RunBusy.exit_code:  # claimed by another process between planning and launch
+            outcome = busy_outcome(self.results, run, failure_reason(self.results, run.run_id, log_path))
         elif code in INTERRUPTED_CODES or (self.signal is not None and code < 0):
             outcome = Outcome(run, "interrupted", f"stopped by {signal.Signals(abs(code) % 128 or 2).name}; "
                                                   f"resumes from its checkpoint next time", trained=True)
@@ -123,7 +129,7 @@ class LocalExecutor:
         run.state = self.results.state(run.run_id)
         took = time.monotonic() - slot.started
         self.say(f"[{outcome.status}] slot {slot.index}: {run.title} ({run.run_id}) after {took:.0f}s"
-                 + (f": {outcome.reason}" if outcome.status == "failed" else ""))
+                 + (f": {outcome.reason}" if outcome.status in ("failed", ELSEWHERE) else ""))
         slot.run, slot.proc = None, None
         return outcome
 
@@ -151,7 +157,12 @@ class LocalExecutor:
                     if slot.proc is not None and (code := slot.proc.poll()) is not None:
                         outcomes.append(self.finish(slot, code))
                     if slot.proc is None and queue and self.signal is None:
-                        self.start(slot, queue.pop(0))
+                        run = queue.pop(0)
+                        if (elsewhere := held_elsewhere(self.results, run)) is not None:  # not launched
+                            outcomes.append(elsewhere)
+                            self.say(f"[{ELSEWHERE}] {run.title} ({run.run_id}): {elsewhere.reason}")
+                        else:
+                            self.start(slot, run)
                 if live:
                     live.update(self.render(outcomes, queue))
                 time.sleep(POLL_S)

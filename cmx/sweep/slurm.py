@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .executors import Outcome, SweepSummary, failure_reason, write_run_config
+from .executors import Outcome, SweepSummary, busy_outcome, failure_reason, write_run_config
 from ..run.results import ResultsDir, atomic_write_json, now_iso, read_json
 from ..run.stop import StopRequest
 from .plan import PlannedRun
@@ -80,7 +80,7 @@ class TrainJob:
         self._stop: StopRequest | None = None  # set while train() runs
 
     def __call__(self, config: dict, results: str) -> dict:
-        from ..errors import CmxError, Interrupted
+        from ..errors import CmxError, Interrupted, RunBusy
         from ..run.config import RunConfig
         from ..run.stop import stop_on_signals
         from ..run.train import train
@@ -95,6 +95,8 @@ class TrainJob:
                 self._stop = stop
                 result = train(cfg, results, progress="lines", stop=stop)
             return {k: result.get(k) for k in ("run_id", "test_acc", "best_test_acc", "wall_s")}
+        except RunBusy as err:  # another trainer (a local sweep, another array) holds the run: skip, not fail
+            return {"busy": str(err)}
         except Interrupted as err:
             if self._preempted is not None and callable(self._submitit_handler):
                 self._submitit_handler(*self._preempted)  # submitit: checkpoint() → requeue → exit
@@ -276,6 +278,9 @@ class SubmititExecutor:
             run.state = self.results.state(run.run_id)
             if run.state == "done":
                 outcomes.append(Outcome(run, "done", trained=True))
+                continue
+            if error is None:  # train() returned without finishing the run: it was held by another process
+                outcomes.append(busy_outcome(self.results, run, f"job {job.job_id}: run held by another process"))
                 continue
             status = self.results.status(run.run_id) or {}
             if status.get("status") == "failed" and status.get("error"):
