@@ -40,3 +40,30 @@ def test_summary_names_non_default_settings():
     assert RunConfig(data="x").summary() == "256/8 p1 k9 seed=0"
     s = RunConfig(data="x", norm="layer", mixup=False, wd=0.01, seed=2).summary()
     assert "norm=layer" in s and "-mixup" in s and "wd=0.01" in s and "seed=2" in s
+
+
+def test_every_config_field_is_a_train_option_with_the_fields_help():
+    """One declaration: RunConfig's fields are `cmx train`'s options (a new field gets its option for free)."""
+    import typer.main
+
+    from cmx.cli import app
+    from cmx.run.config import FIELD_NAMES
+
+    train = typer.main.get_command(app).commands["train"]
+    options = {param.name: param for param in train.params}
+    for name in FIELD_NAMES:
+        assert name in options, f"RunConfig.{name} has no `cmx train` option"
+        assert options[name].help.startswith(RunConfig.__dataclass_fields__[name].metadata["help"]), name
+        assert "--" + name.replace("_", "-") in options[name].opts, name
+    bench = {param.name for param in typer.main.get_command(app).commands["bench"].params}
+    assert {"h", "d", "p", "k", "batch_size", "device", "amp", "channels_last", "compile"} <= bench
+
+
+def test_a_train_flag_reaches_the_config_and_the_config_file_is_overridden_by_flags(tmp_path, capsys):
+    from cmx.cli.app import main
+
+    saved = tmp_path / "config.json"
+    saved.write_text('{"h": 32, "d": 2, "wd": 1e-05, "mixup": false, "run_id": "x", "dataset": "y"}')
+    assert main(["train", "--config", str(saved), "--d", "3", "--dry-run", "--data", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "h: 32" in out and "d: 3" in out and "wd: 1e-05" in out and "mixup: False" in out

@@ -23,9 +23,8 @@ from .. import paper
 from ..roles import read_roles, roles_path
 from ..run.config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
-from ..run.results import STATUSES, ResultsDir, read_json
+from ..run.results import STATES, ResultsDir, read_json
 
-STATES = ("pending",) + STATUSES  # pending | running | done | failed | interrupted
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")  # as provenance.py writes
 COLUMNS = (
     ("run_id", "dataset", "state") + IDENTITY_FIELDS

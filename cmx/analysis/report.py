@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings, plot, table
-from ..run.results import ResultsDir
+from ..run.results import STATES, ResultsDir
 
 
 def write_report(root: str | Path | None, runs: pd.DataFrame, tables: table.Tables) -> Path:
@@ -49,7 +49,7 @@ def report_text(runs: pd.DataFrame, tables: table.Tables, plots: list[Path]) -> 
 
 def runs_summary(runs: pd.DataFrame) -> pd.DataFrame:
     """Per dataset: run counts by state and GPU/CPU hours of the finished runs, plus a total row."""
-    states = ["done", "running", "interrupted", "failed", "pending"]
+    states = list(STATES)
     rows = []
     for dataset, group in list(runs.groupby("dataset")) + [("all", runs)]:
         done = group[group["state"] == "done"]

@@ -14,13 +14,14 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import CmxError, UserError
+from ..run.results import STATES
 from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
 from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
-STATE_ORDER = ("done", "running", "interrupted", "failed", "pending")
+STATE_ORDER = STATES
 # A sweep trains only runs nobody holds: a running run belongs to another process (cmx/run/claim.py).
 STATE_LABEL = {"running": ELSEWHERE}
 EXECUTORS = ("local", "slurm", "local-submitit", "debug")
@@ -116,9 +117,7 @@ class SweepIncomplete(CmxError):
         if summary.signal is not None:
             message = "sweep stopped; every run is resumable: run the same command again"
         else:
-            bad = len(summary.outcomes) - sum(o.status in ("done", ELSEWHERE)
-                                              or (o.status == "skipped" and o.run.state == "done")
-                                              for o in summary.outcomes)
+            bad = sum(not o.settled for o in summary.outcomes)
             message = f"{bad} of {len(summary.outcomes)} runs are not done (listed above)"
         super().__init__(message)
 

@@ -33,7 +33,8 @@ from filelock import FileLock
 
 from ..errors import UserError
 
-STATUSES = ("running", "done", "failed", "interrupted")
+STATUSES = ("running", "done", "failed", "interrupted")  # what a run's status.json may say
+STATES = ("done", "running", "interrupted", "failed", "pending")  # a run's state, in display order (pending: no status yet)
 EPOCH_COLUMNS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds")
 INDEX_COLUMNS = (
     "run_id", "finished", "dataset", "h", "d", "p", "k", "norm", "act", "residual",

@@ -33,6 +33,11 @@ class Outcome:
     reason: str = ""  # one line: why it failed / was skipped
     trained: bool = False  # did this invocation train (part of) it?
 
+    @property
+    def settled(self) -> bool:
+        """Nothing left for this sweep to do: done now, done before, or being trained by another process."""
+        return self.status in ("done", ELSEWHERE) or (self.status == "skipped" and self.run.state == "done")
+
 
 @dataclass
 class SweepSummary:
@@ -52,8 +57,7 @@ class SweepSummary:
             return 128 + self.signal
         if not self.waited:
             return 0
-        return 0 if all(o.status in ("done", ELSEWHERE) or (o.status == "skipped" and o.run.state == "done")
-                        for o in self.outcomes) else 1
+        return 0 if all(o.settled for o in self.outcomes) else 1
 
 
 def select_runs(plan: Plan, rerun_failed: bool = False) -> tuple[list[PlannedRun], list[Outcome]]:
