@@ -333,7 +333,6 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     x, targets = augment_batch(images[:bs], labels[:bs], gen)  # one realistic training batch
     x_ref = x.contiguous()
     eval_images = images[:opts.eval_batch_size]
-    ref_rounds = opts.reference_steps or opts.steps
     # the engine's settings, chosen once here (on CPU possibly by tune.py's probe) so that no probe runs
     # inside the timed or memory-measured phases below
     amp_dtype, memory_format, chosen_by = choose_settings(config, device, say)
@@ -345,6 +344,17 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
                  "channels_last": config.channels_last, "settings_chosen_by": chosen_by, "compile": config.compile,
                  "threads": torch.get_num_threads(), "aug_images": "real" if opts.data else "random"}
 
+    _measure_steps(config, device, opts, x, targets, x_ref, eval_images, amp_dtype, out, say)
+    _measure_augmentation(opts, device, images, labels, gen, bs, out, say)
+    _project(config, opts, out)
+    return out
+
+
+def _measure_steps(config: RunConfig, device: torch.device, opts: BenchOptions, x, targets, x_ref,
+                   eval_images, amp_dtype, out: dict, say) -> None:
+    """The train step (first, so its memory phase starts from a small process) and the eval forward,
+    interleaved with the reference's when asked; fills `out`."""
+    bs, ref_rounds = config.batch_size, opts.reference_steps or opts.steps
     # -- train step (first, so the memory phase starts from a small process)
     say("measuring the train step")
     prime(device, amp_dtype)
@@ -386,6 +396,11 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     if opts.vs_reference:
         del ref_step, ref_model
 
+
+
+def _measure_augmentation(opts: BenchOptions, device: torch.device, images, labels, gen, bs: int, out: dict,
+                          say) -> None:
+    """The augmentation of one chunk of batches, beside the reference's DataLoader when asked; fills `out`."""
     # -- augmentation: cmx blocks alternating with runs of the reference's own script (3 pairs with
     # --vs-reference), so that both see the same background load; the per-pair ratios show its spread
     say("measuring augmentation")
@@ -414,6 +429,10 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
         for key in ("aug", "train", "eval"):
             out[f"{key}_ratio"] = round(out[f"{key}_img_per_s"] / out[f"reference_{key}_img_per_s"], 2)
 
+
+
+def _project(config: RunConfig, opts: BenchOptions, out: dict) -> None:
+    """A 200-epoch run and the sweep file, from the measured rates (labelled a projection)."""
     # -- projections
     rates = {"train": out["train_img_per_s"], "aug": out["aug_img_per_s"], "eval": out["eval_img_per_s"]}
     paper_run = config.replace(epochs=PAPER_EPOCHS, eval_every=1)
@@ -427,8 +446,6 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
         "projection, not a measurement: 50,000 train + 10,000 test images per epoch; the measured train and "
         "eval img/s scaled by each config's forward-FLOPs ratio (cmx.sweep.estimate), augmentation img/s unscaled, "
         "serial as in the train loop")
-    return out
-
 
 def default_sweep() -> Path | None:
     """sweeps/paper.yaml in the working directory, else next to the installed package."""
