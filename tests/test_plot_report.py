@@ -99,6 +99,19 @@ def test_report_content(study, cli):
     assert "1 run directory was unreadable and skipped" in text and ids["broken"][0] in text
 
 
+def test_report_out_writes_elsewhere_with_its_plots_beside_it(study, cli, tmp_path):
+    """`cmx report --out docs/x.md`: how a study's outcome is committed (docs/mini-study.md)."""
+    root, _ = study
+    out = tmp_path / "docs" / "x.md"
+    result = cli("report", "--results", root, "--out", out)
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "### Table 7: Ablation of ConvMixer-256/8" in text and "## Findings" in text
+    for name in plot.SUMMARY_FILES.values():
+        assert f"](x-plots/{name})" in text
+        assert_png(tmp_path / "docs" / "x-plots" / name)
+
+
 def test_report_with_no_finished_runs(tmp_path, cli):
     make_run(tmp_path, state="running", epoch=5)
     assert cli("report", "--results", tmp_path).exit_code == 0

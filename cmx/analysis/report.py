@@ -14,16 +14,22 @@ from pathlib import Path
 import pandas as pd
 
 from . import findings, plot, table
-from ..run.results import STATES, ResultsDir
+from ..run.results import STATES, ResultsDir, atomic_write_bytes
 
 
-def write_report(root: str | Path | None, runs: pd.DataFrame, tables: table.Tables) -> Path:
-    """Write <root>/REPORT.md (and the summary plots under <root>/plots/); returns the report's path."""
+def write_report(root: str | Path | None, runs: pd.DataFrame, tables: table.Tables,
+                 out: str | Path | None = None) -> Path:
+    """Write <root>/REPORT.md (and the summary plots under <root>/plots/); returns the report's path.
+
+    `out`: write the report there instead (e.g. docs/mini-study.md, to commit a study's outcome), with its
+    plots in `<out's folder>/<out's name>-plots/`, linked relatively."""
     rd = ResultsDir(root)
-    pngs = plot.summary_plots(tables, plot.plots_dir(rd.root))
-    text = report_text(runs, tables, [p.relative_to(rd.root) for p in pngs])
-    path = rd.root / "REPORT.md"
-    path.write_text(text)
+    path = Path(out) if out is not None else rd.root / "REPORT.md"
+    plots_dir = path.parent / f"{path.stem}-plots" if out is not None else plot.plots_dir(rd.root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pngs = plot.summary_plots(tables, plots_dir)
+    text = report_text(runs, tables, [p.relative_to(path.parent) for p in pngs])
+    atomic_write_bytes(path, text.encode())
     return path
 
 

@@ -157,13 +157,14 @@ def report_cmd(
     dataset: DatasetOpt = None,
     metric: MetricOpt = "final",
     epochs: EpochsOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="write the report here instead (e.g. docs/mini-study.md), plots in <name>-plots/ beside it")] = None,
 ) -> None:
     """Write <results>/REPORT.md: tables, findings, plots, run counts, compute hours and provenance."""
     from ..analysis import report
 
     with warnings_to_stderr():
         runs, tables = load_tables(results, dataset, metric, epochs)
-        path = report.write_report(results, runs, tables)
+        path = report.write_report(results, runs, tables, out)
     typer.echo(f"wrote {path}")
 
 
