@@ -66,6 +66,8 @@ def train(
     channels_last: Annotated[Optional[bool], Opt("--channels-last/--no-channels-last", help="channels_last memory layout [default: on]")] = None,
     compile: Annotated[Optional[bool], Opt("--compile/--no-compile", help="torch.compile the model [default: off]")] = None,
     data: Annotated[Optional[Path], Opt(help="folder with cifar-10-batches-py [default: $CMX_DATA or data/]")] = None,
+    tracker: Annotated[Optional[str], Opt(help="none | tensorboard | wandb: watch the run live there [default: none]")] = None,
+    wandb_project: Annotated[Optional[str], Opt("--wandb-project", help="W&B project [default: cmx]")] = None,
     config: Annotated[Optional[Path], Opt("--config", help="JSON/YAML file of settings (flags override it)")] = None,
     results: ResultsOpt = None,
     resume: Annotated[str, Opt(help="auto: continue from the run's checkpoint | restart: start over")] = "auto",

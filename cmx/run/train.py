@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import checkpoint
+from . import checkpoint, tracking
 from .allocator import keep_freed_memory
 from ..augment.pipeline import augment_batches, normalize, soft_target_cross_entropy
 from .config import RunConfig
@@ -157,6 +157,8 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
                          f"(best {done['best_test_acc']:.2f}%); use --force to train it again")
         return {**done, "already_done": True}
 
+    tracker = tracking.make_tracker(config, run_dir)  # a missing package is exit 2 here, before anything is written
+    reporter = tracking.TrackingReporter(reporter, tracker, config)  # it sees what the reporter sees
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoint.remove_stale_tmp(run_dir)
     if done is not None:  # --force: keep the old result beside the new run, never delete it
@@ -170,14 +172,19 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
 
     stop = Stop().install()
     try:
-        return _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop)
+        result = _run(config, data, device, amp_dtype, store, run_id, dataset_tag, ckpt_path, reporter, stop)
+        tracker.finish(result)
+        return result
     except Interrupted as err:
         store.write_status(run_id, "interrupted", error=str(err))
+        tracker.fail(err)
         raise
     except Diverged as err:
         store.write_status(run_id, "failed", error=str(err))
+        tracker.fail(err)
         raise
     except BaseException as err:
+        tracker.fail(err)
         with contextlib.suppress(Exception):
             store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
         raise

@@ -378,4 +378,7 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
         if variant.label and variant.label not in run.labels:
             run.labels.append(variant.label)
     name = load_yaml(path).get("name", path.stem)
+    for run in by_id.values():  # what W&B groups and tags the run by, unless the file says otherwise
+        run.config = run.config.replace(wandb_group=run.config.wandb_group or str(name),
+                                        wandb_tags=run.config.wandb_tags or ",".join(x.replace(",", ";") for x in run.labels))
     return Plan(str(name), path, list(by_id.values()), len(variants), ResultsDir(results)).refresh()
