@@ -175,8 +175,8 @@ class TensorBoardTracker(Tracker):
             metric_infos=[api_pb2.MetricInfo(name=api_pb2.MetricName(tag=tag)) for tag in metrics])))
         start = plugin_data_pb2.SessionStartInfo(start_time_secs=time.time())
         for key, value in values.items():
-            field = "bool_value" if isinstance(value, bool) else "string_value" if isinstance(value, str) else "number_value"
-            setattr(start.hparams[key], field, value)
+            kind = "bool" if isinstance(value, bool) else "string" if isinstance(value, str) else "number"
+            setattr(start.hparams[key], f"{kind}_value", value)
         self._hparams_summary("session_start_info", plugin_data_pb2.HParamsPluginData(session_start_info=start))
         self.writer.flush()
 
