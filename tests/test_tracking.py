@@ -79,6 +79,18 @@ def wandb_records(run_file: Path) -> list:
     return out
 
 
+def wandb_run(folder: Path, run_id: str | None = None) -> list:
+    """The records of the one offline run under `folder`, once W&B has written its exit record: finish()
+    can return before W&B's writer process has flushed the file (measured: up to ~0.25 s)."""
+    deadline = time.monotonic() + 30
+    while True:
+        [run_file] = folder.glob(f"offline-run-*-{run_id or '*'}/run-*.wandb")
+        records = wandb_records(run_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.1)
+
+
 def wandb_history(records) -> dict[int, dict]:
     history = {}
     for record in records:
@@ -168,8 +180,7 @@ def test_wandb_offline_run_holds_config_group_tags_and_history(tiny_config, tmp_
                       wandb_tags="Baseline,k=3")
     result = train(cfg, tmp_path / "res")
     run_id = result["run_id"]
-    [offline] = (tmp_path / "wb" / "wandb").glob(f"offline-run-*-{run_id}")
-    records = wandb_records(offline / f"run-{run_id}.wandb")
+    records = wandb_run(tmp_path / "wb" / "wandb", run_id)
 
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert (run.run_id, run.project, run.run_group) == (run_id, "convmixer", "kernel")
@@ -264,8 +275,8 @@ def test_sweep_tracker_gives_one_wandb_run_per_run_grouped_by_sweep_and_tagged_b
                  "--wandb-project", "convmixer"]) == 0
     seen = {}
     for offline in (tmp_path / "wb" / "wandb").glob("offline-run-*"):
-        [run] = [r.run for r in wandb_records(next(offline.glob("run-*.wandb")))
-                 if r.WhichOneof("record_type") == "run"]
+        run_id = offline.name.rsplit("-", 1)[1]
+        [run] = [r.run for r in wandb_run(offline.parent, run_id) if r.WhichOneof("record_type") == "run"]
         seen[run.run_id] = (run.project, run.run_group, list(run.tags))
     store = ResultsDir(results)
     labels = {store.config(run_id)["k"]: run_id for run_id in store.run_ids()}
