@@ -174,6 +174,8 @@ def runs_cmd(
     where: Annotated[Optional[list[str]], typer.Option(help="only runs with key=value, e.g. k=9 or mixup=false; repeatable (all must hold)")] = None,
     dataset: Annotated[Optional[str], typer.Option(help="only runs of this dataset fingerprint")] = None,
     fmt: Annotated[str, typer.Option("--format", help="table, csv or json")] = "table",
+    watch: Annotated[bool, typer.Option("--watch", help="a live table (epoch, accuracy, img/s, ETA, state) redrawn from the run directories until Ctrl-C")] = False,
+    interval: Annotated[float, typer.Option("--interval", help="--watch: seconds between redraws")] = 2.0,
 ) -> None:
     """List runs: id, configuration, dataset, status, epochs done/total, final/best accuracy, wall time, and
     who trains each running run (host, pid, since, epoch: its claim)."""
@@ -181,6 +183,13 @@ def runs_cmd(
 
     if fmt not in ("table", "csv", "json"):
         raise UserError(f"--format must be one of table|csv|json, got '{fmt}'")
+    if watch:
+        from ..analysis.watch import watch as watch_runs
+
+        if fmt != "table" or not interval > 0:
+            raise UserError("--watch draws a table (no --format) and needs --interval > 0")
+        watch_runs(results, interval, status=status, where=where, dataset=dataset)
+        return
     with warnings_to_stderr():
         runs = collect.load_runs(results)
     runs = collect.filter_runs(runs, status, where, dataset)

@@ -5,6 +5,7 @@ cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -15,6 +16,7 @@ from rich.text import Text
 
 from ..errors import CmxError, UserError
 from ..run.results import STATES
+from ..run.tracking import require as require_tracker
 from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
 from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
@@ -48,6 +50,8 @@ def sweep(
     max_parallel: Annotated[Optional[int], Opt("--max-parallel", help="slurm: at most N runs of the job array at a time")] = None,
     slurm_extra: Annotated[Optional[list[str]], Opt("--slurm-extra", metavar="KEY=VALUE", help="slurm: extra sbatch KEY=VALUE (e.g. qos=high, constraint=a100); repeatable")] = None,
     wait: Annotated[bool, Opt("--wait", help="slurm: block until every job has finished, then print the summary")] = False,
+    tracker: Annotated[Optional[str], Opt("--tracker", help="none | tensorboard | wandb: watch every run there (same as --set tracker=...)")] = None,
+    wandb_project: Annotated[Optional[str], Opt("--wandb-project", help="W&B project of every run (same as --set wandb_project=...)")] = None,
 ):
     """Plan a sweep (YAML), show what is done, and train the rest: locally in slots, or as a SLURM job array.
 
@@ -58,6 +62,10 @@ def sweep(
         raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
     if not tflops > 0:
         raise UserError(f"--tflops must be > 0, got {tflops}")
+    if tracker is not None:
+        require_tracker(tracker)  # a wrong name or a missing package: exit 2 before planning
+    views = {"tracker": tracker, "wandb_project": wandb_project}  # as --set, quoted: a YAML string whatever it reads
+    set_ = [*(set_ or []), *(f"{key}={json.dumps(value)}" for key, value in views.items() if value is not None)]
     plan = make_plan(file, results, overrides=set_, seeds=parse_seeds(seeds))
     local_opts = {"--gpus": gpus, "--per-gpu": per_gpu, "--workers": workers}
     slurm_opts = {"--partition": partition, "--time": time, "--gpus-per-run": gpus_per_run,
@@ -75,6 +83,8 @@ def sweep(
         return
     record_roles(plan)  # before launching: a re-run of a finished study still records its roles
     todo, skipped = select_runs(plan, rerun_failed)
+    for name in sorted({r.config.tracker for r in todo}):
+        require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
     hours = sum(estimate(r.config, tflops, _sizes(r)).gpu_hours for r in todo)
     if executor == "local":

@@ -25,6 +25,7 @@ CHOICES = {
     "residual": ("eq2", "none", "both"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
+    "tracker": ("none", "tensorboard", "wandb"),
 }
 
 
@@ -67,6 +68,11 @@ class RunConfig:
     channels_last: bool | None = _opt(None, "channels_last memory layout (default: on CUDA on; on CPU the faster layout by a cached probe)")
     compile: bool = _opt(False, "torch.compile the model (once per process)")
     data: str = _opt("", "directory holding cifar-10-batches-py (default: $CMX_DATA or data/)")
+    # -- live views of the run (not part of its identity either): cmx/run/tracking.py
+    tracker: str = _opt("none", "none | tensorboard (event files in the run's tb/) | wandb (Weights & Biases)")
+    wandb_project: str = _opt("cmx", "W&B project")
+    wandb_group: str = _opt("", "W&B group (cmx sweep sets the sweep's name)")
+    wandb_tags: str = _opt("", "comma-separated W&B tags (cmx sweep sets the run's table labels)")
 
     # ------------------------------------------------------------------ construction
     def __post_init__(self):

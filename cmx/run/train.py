@@ -23,7 +23,7 @@ import torch
 
 from ..augment.pipeline import augment_batches
 from ..errors import Diverged, Interrupted, UserError
-from . import checkpoint, claim
+from . import checkpoint, claim, tracking
 from .allocator import keep_freed_memory
 from .config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
@@ -150,6 +150,8 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
     done = store.result(run_id)
     if done is not None and not force:
         return _already_done(reporter, run_id, done)
+    tracker = tracking.make_tracker(config, run_dir)  # a missing package is exit 2 here, before anything is written
+    reporter = tracking.TrackingReporter(reporter, tracker, config)  # it sees what the reporter sees
     stop = stop or StopRequest()
     # One run, one trainer: claim it before writing anything (claim.py); released on every way out. A holder
     # judged dead by another process (which took the run over) is stopped like a pre-emption.
@@ -166,14 +168,19 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
         store.write_config(run_id, config, dataset_tag)
         store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
         try:
-            return _run(config, data, device, store, run_id, dataset_tag, reporter, stop)
+            result = _run(config, data, device, store, run_id, dataset_tag, reporter, stop)
+            tracker.finish(result)
+            return result
         except Interrupted as err:
             store.write_status(run_id, "interrupted", error=str(err))
+            tracker.fail(err)
             raise
         except Diverged as err:
             store.write_status(run_id, "failed", error=str(err))
+            tracker.fail(err)
             raise
         except BaseException as err:
+            tracker.fail(err)
             with contextlib.suppress(Exception):
                 store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
             raise

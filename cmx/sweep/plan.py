@@ -352,4 +352,8 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
                 if role not in run.roles:
                     run.roles.append(role)
     name = load_yaml(path).get("name", path.stem)
+    for run in by_id.values():  # what W&B groups and tags the run by, unless the file says otherwise
+        tags = ",".join(label.replace(",", ";") for label in run.labels)
+        run.config = run.config.replace(wandb_group=run.config.wandb_group or str(name),
+                                        wandb_tags=run.config.wandb_tags or tags)
     return Plan(str(name), path, list(by_id.values()), len(variants), ResultsDir(results)).refresh()
