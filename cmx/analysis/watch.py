@@ -102,8 +102,8 @@ def render(results: str | Path | None, status=None, where=None, dataset=None, in
     for r in runs:
         table.add_row(r["run_id"], Text(r["summary"]), Text(r["state"], style=STYLE[r["state"]]),
                       f"{int(r['epoch'])}/{r['epochs']}", _fmt(r["loss"], "{:.3f}"), _fmt(r["last_acc"], "{:.2f}"),
-                      _fmt(r["best_acc"], "{:.2f}"), _fmt(r["img_s"], "{:,.0f}"), _duration(r["eta_s"]),
-                      _duration(r["age_s"]) + (" ago" if r["age_s"] is not None else ""))
+                      _fmt(r["best_acc"], "{:.2f}"), _fmt(r["img_s"], "{:,.0f}"), duration(r["eta_s"]),
+                      duration(r["age_s"]) + (" ago" if r["age_s"] is not None else ""))
     counts = ", ".join(f"{n} {s}" for s in STATE_ORDER if (n := sum(r["state"] == s for r in runs)))
     every = f", every {interval:g}s; Ctrl-C to quit" if interval else ""
     line = Text(f"{len(runs)} runs in {ResultsDir(results).root}: {counts or 'none yet'} — "
@@ -140,7 +140,7 @@ def _fmt(value, spec: str) -> str:
     return "" if value is None or (isinstance(value, float) and not math.isfinite(value)) else spec.format(value)
 
 
-def _duration(seconds: float | None) -> str:
+def duration(seconds: float | None) -> str:
     """75 → '1m 15s', 7300 → '2h 01m'."""
     if seconds is None:
         return ""

@@ -235,14 +235,11 @@ def format_seconds(seconds) -> str:
     """3725 -> '1h 02m'; 750 -> '12m 30s'; missing -> ''."""
     import pandas as pd
 
+    from ..analysis.watch import duration
+
     if seconds is None or pd.isna(seconds) or not math.isfinite(seconds):
         return ""
-    seconds = int(round(seconds))
-    if seconds >= 3600:
-        return f"{seconds // 3600}h {seconds % 3600 // 60:02d}m"
-    if seconds >= 60:
-        return f"{seconds // 60}m {seconds % 60:02d}s"
-    return f"{seconds}s"
+    return duration(seconds)
 
 
 def register(app: typer.Typer) -> None:
