@@ -1,0 +1,77 @@
+"""CPU settings chosen by measurement (cmx/run/tune.py): probe once per machine and shape, then the cache."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cmx.cli.app import main
+from cmx.run import tune
+from cmx.run.config import RunConfig
+
+
+@pytest.fixture
+def probing(monkeypatch, tmp_path):
+    monkeypatch.setenv("CMX_CPU_TUNE", "on")
+    monkeypatch.setenv("CMX_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "cpu_settings.json"
+
+
+def tiny(**changes) -> RunConfig:
+    return RunConfig(**{"h": 8, "d": 1, "p": 4, "k": 3, "batch_size": 16, "device": "cpu", "data": "-", **changes})
+
+
+def test_the_probe_picks_a_candidate_caches_it_and_is_not_run_again(probing, monkeypatch):
+    said = []
+    dtype, layout, how = tune.choose_settings(tiny(), torch.device("cpu"), said.append)
+    assert how == "probe" and layout in (torch.channels_last, torch.contiguous_format)
+    assert dtype in (None, torch.bfloat16)
+    entry = json.loads(probing.read_text())[tune.cache_key(tiny())]
+    assert set(entry["ms_per_step"]) == {f"{lay} {prec}" for lay, prec in tune.candidates(tiny())}
+    assert any(line.startswith("cpu settings:") for line in said)
+
+    monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("probed again despite the cache"))
+    again = tune.choose_settings(tiny(seed=5, epochs=3), torch.device("cpu"), said.append)  # same shape
+    assert again == (dtype, layout, "cached probe")
+
+
+def test_flags_win_and_a_new_shape_is_probed_on_its_own(probing, monkeypatch):
+    monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("flags were given: nothing to probe"))
+    assert tune.choose_settings(tiny(channels_last=False, amp="off"), torch.device("cpu"), print) == \
+        (None, torch.contiguous_format, "flags")
+    assert tune.cache_key(tiny(h=16)) != tune.cache_key(tiny())
+    assert not probing.exists()
+
+
+def test_bench_tune_prints_every_candidate_and_the_choice(probing, capsys):
+    assert main(["bench", "--tune", "--h", "8", "--d", "1", "--p", "4", "--k", "3", "--batch-size", "16",
+                 "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("ms/step") == len(tune.candidates(tiny())) and "← chosen" in out
+    assert probing.exists()
+
+
+def test_a_resumed_run_keeps_the_settings_it_started_with(probing, tiny_config, tmp_path, monkeypatch):
+    """Interrupted under one choice, resumed after the cache says otherwise: the run keeps its first choice
+    (so it stays what an uninterrupted run would have been)."""
+    import signal
+
+    from cmx.errors import Interrupted
+    from cmx.run import train as train_module
+    from cmx.run.stop import StopRequest
+
+    cfg = tiny_config(epochs=2)
+    monkeypatch.setattr(tune, "probe_in_child",  # NCHW fp32 measures fastest at first
+                        lambda config, options: {o: 1.0 if o == ("nchw", "fp32") else 2.0 for o in options})
+    stop, real = StopRequest(), train_module.lr_at
+    monkeypatch.setattr(train_module, "lr_at", lambda *a: (stop.request(signal.SIGINT), real(*a))[1])
+    with pytest.raises(Interrupted):
+        train_module.train(cfg, tmp_path / "r", stop=stop)
+    monkeypatch.setattr(train_module, "lr_at", real)
+    entries = json.loads(probing.read_text())
+    for entry in entries.values():  # the machine's choice changes meanwhile
+        entry.update(layout="channels_last", precision="fp32")
+    probing.write_text(json.dumps(entries))
+    result = train_module.train(cfg, tmp_path / "r")
+    assert result["provenance"]["engine"] == "cpu, fp32, NCHW (flags)"  # kept from the checkpoint
