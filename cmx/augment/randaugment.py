@@ -34,7 +34,6 @@ identical results (tests check it). Only the CPU path has been run: this machine
 """
 from __future__ import annotations
 
-import functools
 import math
 
 import torch

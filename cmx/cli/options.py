@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from dataclasses import MISSING, fields
+from dataclasses import MISSING
 from pathlib import Path
 from typing import Annotated, Callable, Optional
 
