@@ -72,14 +72,14 @@ class TrainState:
 
     def to_checkpoint(self, engine: Engine, generators: dict[str, torch.Generator], run_id: str,
                       elapsed: float, augment_state: torch.Tensor | None = None) -> dict:
-        """The checkpoint dict (file format unchanged since 0.1). `augment_state`: mid-epoch, the augmentation
-        generator as it was at the start of the current chunk (AugmentedChunks.snapshot)."""
+        """The checkpoint dict (0.1's format plus "engine", the chosen settings). `augment_state`: mid-epoch,
+        the augmentation generator as it was at the start of the current chunk (AugmentedChunks.snapshot)."""
         rng = checkpoint.rng_state(generators)
         if augment_state is not None:
             rng["generators"]["augment"] = augment_state
-        return {**engine.state_dict(), "engine": engine.settings(), "rng": rng, "epoch": self.epoch, "step": self.step, "perm": self.perm,
-                "sums": None if self.sums is None else self.sums.cpu(), "history": self.history,
-                "best": list(self.best), "elapsed": elapsed, "run_id": run_id}
+        return {**engine.state_dict(), "engine": engine.settings(), "rng": rng, "epoch": self.epoch,
+                "step": self.step, "perm": self.perm, "sums": None if self.sums is None else self.sums.cpu(),
+                "history": self.history, "best": list(self.best), "elapsed": elapsed, "run_id": run_id}
 
 
 class AugmentedChunks:
