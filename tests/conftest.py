@@ -49,6 +49,21 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.setenv("CMX_CPU_TUNE", "off")  # fixed CPU settings (channels_last, fp32): no timing-dependent choice
 
 
+@pytest.fixture(scope="module")
+def cli():
+    """The result commands (table, findings, plot, report, runs) through typer's CliRunner:
+    `cli("table", "--results", root)` → a click Result."""
+    import typer
+    from typer.testing import CliRunner
+
+    from cmx.cli.results import register
+
+    app = typer.Typer()
+    register(app)
+    runner = CliRunner()
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
 def cmx_subprocess_env() -> dict:
     env = dict(os.environ)
     env["OMP_NUM_THREADS"] = "1"

@@ -11,13 +11,10 @@ import os
 from pathlib import Path
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from cmx import paper
 from cmx.analysis import claims, collect, findings, table
 from cmx.cli.app import main
-from cmx.cli.results import register
 from cmx.errors import UserError
 
 from fabricate import findings_study, make_run
@@ -39,14 +36,6 @@ def study(tmp_path_factory):
 @pytest.fixture(scope="module")
 def result(study) -> findings.Findings:
     return findings.build(table.build(collect.load_runs(study), "cifar10"))
-
-
-@pytest.fixture(scope="module")
-def cli():
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def claim(result: findings.Findings, claim_id: str) -> findings.Finding:

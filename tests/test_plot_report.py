@@ -5,11 +5,9 @@ import json
 import warnings
 
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from cmx.analysis import collect, plot, table
-from cmx.cli.results import format_seconds, register
+from cmx.cli.results import format_seconds
 from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 
@@ -22,14 +20,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     return root, small_study(root)
-
-
-@pytest.fixture(scope="module")
-def cli():
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def assert_png(path):

@@ -12,12 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
-from typer.testing import CliRunner
 
 from cmx.analysis import collect, table
 from cmx import paper
-from cmx.cli.results import register
 from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 
@@ -31,14 +28,6 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("results")
     ids = small_study(root)
     return root, ids
-
-
-@pytest.fixture(scope="module")
-def cli():
-    app = typer.Typer()
-    register(app)
-    runner = CliRunner()
-    return lambda *args: runner.invoke(app, [str(a) for a in args])
 
 
 def load(root) -> pd.DataFrame:
