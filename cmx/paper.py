@@ -10,6 +10,7 @@ Torch-free on purpose (sweep planning and dry runs import it).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -162,10 +163,20 @@ def paper_config(row: PaperRow) -> RunConfig:
     return RunConfig(data="-").replace(**row.config_changes())
 
 
+@functools.cache
+def rows_by_key() -> dict[str, tuple[PaperRow, ...]]:
+    """match_key → the rows with that configuration (paper order), built once: planning a sweep and
+    tabulating runs look every run up here."""
+    out: dict[str, tuple[PaperRow, ...]] = {}
+    for row in ROWS:
+        key = match_key(paper_config(row).to_dict())
+        out[key] = out.get(key, ()) + (row,)
+    return out
+
+
 def rows_matching(config: RunConfig) -> list[PaperRow]:
     """Every paper row whose configuration equals `config` on MATCH_FIELDS (paper order; may be empty)."""
-    key = match_key(config.to_dict())
-    return [r for r in ROWS if match_key(paper_config(r).to_dict()) == key]
+    return list(rows_by_key().get(match_key(config.to_dict()), ()))
 
 
 BY_ID: dict[str, PaperRow] = {r.row_id: r for r in ROWS}

@@ -118,9 +118,7 @@ def _targets(runs: pd.DataFrame) -> pd.DataFrame:
     A run with roles counts for exactly the rows it stands for, `stand_in` saying what it is ('64/4 p2
     k5'); any other run counts for every row its own configuration matches (`stand_in` = '').
     """
-    by_key: dict[str, list[str]] = {}
-    for prow in paper.ROWS:
-        by_key.setdefault(match_key(paper_config(prow).to_dict()), []).append(prow.row_id)
+    by_key = {key: [row.row_id for row in rows] for key, rows in paper.rows_by_key().items()}
     roles = runs["roles"] if "roles" in runs else pd.Series([()] * len(runs), index=runs.index, dtype=object)
     at, rows, stand = [], [], []
     for i, (key, own_roles, values) in enumerate(zip(runs["key"], roles, runs[list(MATCH_FIELDS)].to_dict("records"))):
@@ -214,7 +212,7 @@ def other_runs(runs: pd.DataFrame, dataset: str, metric: str, tab: pd.DataFrame)
     groups = aggregate(runs, METRICS[metric])
     used = {run_id for ids in tab["run_ids"] for run_id in ids}
     stand_ins = set(runs["run_id"][runs["roles"].map(bool)]) if "roles" in runs else set()
-    paper_keys = {match_key(paper_config(r).to_dict()) for r in paper.ROWS}
+    paper_keys = paper.rows_by_key()
     rows = []
     for group in groups.to_dict("records"):
         if set(group["run_ids"]) & used:
