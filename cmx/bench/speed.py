@@ -43,7 +43,7 @@ from ..errors import UserError
 from ..paper import PAPER_EPOCHS
 from ..run.allocator import keep_freed_memory
 from ..run.config import RunConfig
-from ..run.engine import EVAL_BATCH, Engine, resolve_device
+from ..run.engine import EVAL_BATCH, Engine, amp_name, resolve_device
 from ..run.tune import choose_settings
 from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
@@ -337,7 +337,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     # inside the timed or memory-measured phases below
     amp_dtype, memory_format, chosen_by = choose_settings(config, device, say)
     config = config.replace(channels_last=memory_format == torch.channels_last,
-                            amp={None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[amp_dtype])
+                            amp=amp_name(amp_dtype))
     out: dict = {"device": str(device), "config": f"{config.h}/{config.d} p{config.p} k{config.k}",
                  "batch_size": bs, "eval_batch_size": len(eval_images), "steps": opts.steps,
                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",

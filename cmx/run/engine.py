@@ -20,6 +20,12 @@ from .config import RunConfig
 from .model import build_model
 
 EVAL_BATCH = 500
+AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --amp value → autocast dtype
+
+
+def amp_name(dtype: torch.dtype | None) -> str:
+    """The --amp value of an autocast dtype (None → "off")."""
+    return next(name for name, d in AMP_DTYPES.items() if d == dtype)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -36,7 +42,7 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
         if device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "off": None}[name]
+    return AMP_DTYPES[name]
 
 
 def resolve_memory_format(channels_last: bool | None) -> torch.memory_format:
@@ -171,8 +177,8 @@ class Engine:
 
     def settings(self) -> dict:
         """The chosen settings as RunConfig values (kept in checkpoints, so a resumed run keeps them)."""
-        amp = {None: "off", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.amp_dtype]
-        return {"device": self.device.type, "channels_last": self.memory_format == torch.channels_last, "amp": amp}
+        return {"device": self.device.type, "channels_last": self.memory_format == torch.channels_last,
+                "amp": amp_name(self.amp_dtype)}
 
     def describe(self) -> str:
         amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "fp32"

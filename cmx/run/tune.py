@@ -26,10 +26,14 @@ from typing import Callable
 import torch
 
 from .config import RunConfig
+from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
 _LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
-_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+def _amp(precision: str) -> str:
+    """A probe's precision label ("fp32", "bf16", "fp16") as an --amp value ("off" for fp32)."""
+    return "off" if precision == "fp32" else precision
 
 
 def cache_path() -> Path:
@@ -67,15 +71,13 @@ def candidates(config: RunConfig) -> list[tuple[str, str]]:
     if config.amp == "auto":
         precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
     else:
-        precisions = [{"off": "fp32"}.get(config.amp, config.amp)]
+        precisions = ["fp32" if config.amp == "off" else config.amp]
     return [(layout, precision) for precision in precisions for layout in layouts]
 
 
 def choose_settings(config: RunConfig, device: torch.device,
                     say: Callable[[str], None]) -> tuple[torch.dtype | None, torch.memory_format, str]:
     """(autocast dtype, memory format, how chosen) for a run of `config` on `device`."""
-    from .engine import resolve_amp, resolve_memory_format
-
     fixed = config.channels_last is not None and config.amp != "auto"
     if device.type != "cpu" or fixed or os.environ.get("CMX_CPU_TUNE", "on") == "off":
         how = "flags" if fixed else "default"
@@ -83,33 +85,26 @@ def choose_settings(config: RunConfig, device: torch.device,
     options = candidates(config)
     if len(options) == 1:
         layout, precision = options[0]
-        return _DTYPES[precision], _LAYOUTS[layout], "flags"
+        return AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], "flags"
     cached = read_cache().get(cache_key(config))
     if cached and (cached["layout"], cached["precision"]) in options:
         layout, precision, how = cached["layout"], cached["precision"], "cached probe"
     else:
-        timings = probe_in_child(config, options)
-        layout, precision = min(timings, key=timings.get)
-        write_cache(cache_key(config), layout, precision, timings)
+        (layout, precision), timings = probe_and_cache(config, options)
         how = "probe"
         say("cpu settings probe: " + ", ".join(f"{lay} {prec} {1000 * s:.0f} ms/step"
                                                 for (lay, prec), s in timings.items()))
     say(f"cpu settings: {layout}, {precision} ({how}; override with --channels-last/--no-channels-last, --amp)")
-    return _DTYPES[precision], _LAYOUTS[layout], how
+    return AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], how
 
 
 def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str, str]:
     """`cmx bench --tune`: probe every candidate left open by the flags (ignoring the cache), cache and say the
     fastest. Returns (layout, precision)."""
     from ..errors import UserError
-    from .engine import resolve_device
-
     if resolve_device(config.device).type != "cpu":
         raise UserError("--tune chooses CPU settings; on CUDA cmx uses bf16 (else fp16) and channels_last")
-    options = candidates(config)
-    timings = probe_in_child(config, options)
-    best = min(timings, key=timings.get)
-    write_cache(cache_key(config), *best, timings)
+    best, timings = probe_and_cache(config, candidates(config))
     for (layout, precision), seconds in sorted(timings.items(), key=lambda kv: kv[1]):
         say(f"{layout:>13} {precision}: {1000 * seconds:8.1f} ms/step ({config.batch_size / seconds:,.1f} img/s)"
             + ("   ← chosen" if (layout, precision) == best else ""))
@@ -117,17 +112,23 @@ def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str
     return best
 
 
+def probe_and_cache(config: RunConfig, options: list[tuple[str, str]]):
+    """Probe `options`, cache the fastest for this machine and shape; ((layout, precision), timings)."""
+    timings = probe_in_child(config, options)
+    best = min(timings, key=timings.get)
+    write_cache(cache_key(config), *best, timings)
+    return best, timings
+
+
 def probe(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
     """Median seconds per optimisation step of each candidate, on random data at the run's batch size."""
-    from .engine import Engine
-
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(config.batch_size, 3, 32, 32, generator=gen)
     targets = torch.softmax(torch.randn(config.batch_size, 10, generator=gen), 1)
     timings = {}
     for layout, precision in options:
         settings = config.replace(channels_last=layout == "channels_last", device="cpu", compile=False,
-                                  amp={"fp32": "off"}.get(precision, precision))
+                                  amp=_amp(precision))
         engine = Engine.build(settings, torch.device("cpu"), say=lambda msg: None)
         times = []
         for i in range(PROBE_WARMUP + PROBE_STEPS):
