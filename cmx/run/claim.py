@@ -102,7 +102,7 @@ def is_live(claim: dict | None, now: float | None = None) -> bool:
         return False
     now = time.time() if now is None else now
     if claim.get("host") == socket.gethostname() and isinstance(claim.get("pid"), int):
-        if not _same_process_alive(claim["pid"], claim.get("pid_start")):
+        if not pid_alive(claim["pid"], claim.get("pid_start")):
             return False  # died without releasing (kill -9, OOM killer): free at once
     timeout = default_timeout() or float(claim.get("timeout_s") or TIMEOUT_FLOOR_S)
     heartbeat = claim.get("heartbeat_unix")
@@ -135,7 +135,8 @@ def _proc_start(pid: int) -> str | None:
         return None
 
 
-def _same_process_alive(pid: int, pid_start: str | None) -> bool:
+def pid_alive(pid: int, pid_start: str | None = None) -> bool:
+    """Is process `pid` (on this host) alive, and, when `pid_start` is given, still the same process?"""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

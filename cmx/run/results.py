@@ -145,7 +145,7 @@ class ResultsDir:
             return "running"
         status = self.status(run_id)
         if status and status.get("status") in STATUSES:
-            if status["status"] == "running" and (number or not _pid_alive(status) or _stale(status)):
+            if status["status"] == "running" and (number or _writer_dead(status) or _stale(status)):
                 return "interrupted"  # the process died without saying so (SIGKILL, node loss)
             return status["status"]
         return "pending"
@@ -271,17 +271,11 @@ def _stale(status: dict) -> bool:
     return time.time() - updated > STALE_AFTER_S
 
 
-def _pid_alive(status: dict) -> bool:
-    """Is the writer of a 'running' status still alive? Only knowable on the same host."""
+def _writer_dead(status: dict) -> bool:
+    """Has the writer of a 'running' status died? Only knowable on the same host."""
+    from .claim import pid_alive  # claim.py imports this module
+
     if status.get("host") != socket.gethostname():
-        return True  # another node: trust the file
+        return False  # another node: trust the file
     pid = status.get("pid")
-    if not isinstance(pid, int):
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    return not isinstance(pid, int) or not pid_alive(pid)
