@@ -1,6 +1,11 @@
-"""Facts about CIFAR-10 that several layers need, stated once: image size, split sizes, channel statistics
-and the official archive. Pure constants (no torch import), so planning and analysis can use them cheaply.
+"""Facts about CIFAR-10 that several layers need, stated once: image size, split sizes, channel statistics,
+the official archive and its folder layout. No torch import, so planning and analysis can use them cheaply.
 """
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
 IMAGE_SIZE = 32  # pixels per side; a patch larger than this leaves nothing to mix
 CHANNELS = 3
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -15,3 +20,20 @@ ARCHIVE_MD5 = "c58f30108f718f92721af3b95e74349a"
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
+
+
+def batches_dir(data: str | os.PathLike) -> Path:
+    """Accept either the parent folder or the cifar-10-batches-py folder itself."""
+    data = Path(data)
+    return data if data.name == FOLDER or (data / TEST_FILE).exists() else data / FOLDER
+
+
+def split_sizes(data: str | os.PathLike) -> tuple[int, int] | None:
+    """(train, test) image counts of a folder in the official layout, from its batch files' sizes (no pixels
+    read: each pickle holds uint8 rows plus a small header); None when its batch files are not all there."""
+    folder = batches_dir(data)
+    files = [folder / name for name in (*TRAIN_FILES, TEST_FILE)]
+    if not all(f.is_file() for f in files):
+        return None
+    counts = [f.stat().st_size // BYTES_PER_IMAGE for f in files]
+    return sum(counts[:-1]), counts[-1]

@@ -20,7 +20,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..cifar import BYTES_PER_IMAGE, FOLDER, TEST_FILE, TRAIN_FILES, TRAIN_SIZE
+from ..cifar import TRAIN_SIZE, split_sizes
 from ..run.results import ResultsDir
 from . import collect
 
@@ -79,16 +79,12 @@ def live_numbers(store: ResultsDir, run: dict, now: float) -> dict:
 
 @functools.lru_cache(maxsize=64)
 def _train_images(data: str | None, dataset: str) -> int | None:
-    """Training images of a run's data: the official 50,000, else counted from its batch files' sizes (as
-    cmx.sweep.estimate does, without importing torch) when they are visible from here."""
+    """Training images of a run's data: the official 50,000, else counted from its batch files when they are
+    visible from here (a subset on another node's path is unknown)."""
     if dataset == "cifar10":
         return TRAIN_SIZE
-    if not data:
-        return None
-    folder = next((f for f in (Path(data), Path(data) / FOLDER) if (f / TEST_FILE).is_file()), None)
-    if folder is None:
-        return None  # a subset that lives elsewhere (another node's path): unknown here
-    return sum((folder / name).stat().st_size // BYTES_PER_IMAGE for name in TRAIN_FILES)
+    sizes = split_sizes(data) if data else None
+    return sizes[0] if sizes else None
 
 
 def render(results: str | Path | None, status=None, where=None, dataset=None, interval: float | None = None,

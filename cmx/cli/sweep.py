@@ -213,7 +213,7 @@ def _sizes(run: PlannedRun) -> tuple[int, int]:
 
 
 def _has_data(data: str) -> bool:
-    from ..run.data import TEST_FILE, batches_dir
+    from ..cifar import TEST_FILE, batches_dir
 
     return (batches_dir(data) / TEST_FILE).is_file()
 

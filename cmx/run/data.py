@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import cifar
-from ..cifar import ARCHIVE_MD5, CLASSES, FOLDER, MEAN, STD, TEST_FILE, TRAIN_FILES  # noqa: F401 (re-exported)
+from ..cifar import ARCHIVE_MD5, CLASSES, FOLDER, MEAN, STD, TEST_FILE, TRAIN_FILES, batches_dir  # noqa: F401 (re-exported)
 from ..errors import UserError
 
 URL = cifar.URL  # a module attribute so tests can point the download elsewhere
@@ -43,12 +43,6 @@ class Cifar10:
     def to(self, device) -> "Cifar10":
         return Cifar10(*(t.to(device, non_blocking=True) for t in
                          (self.train_x, self.train_y, self.test_x, self.test_y)))
-
-
-def batches_dir(data: str | os.PathLike) -> Path:
-    """Accept either the parent folder or the cifar-10-batches-py folder itself."""
-    data = Path(data)
-    return data if data.name == FOLDER or (data / TEST_FILE).exists() else data / FOLDER
 
 
 def dataset_fingerprint(data: str | os.PathLike) -> str:

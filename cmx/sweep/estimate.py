@@ -23,9 +23,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
-from ..cifar import BYTES_PER_IMAGE, CHANNELS as C_IN, IMAGE_SIZE, N_CLASSES, TEST_FILE, TRAIN_FILES
+from ..cifar import CHANNELS as C_IN, IMAGE_SIZE, N_CLASSES, split_sizes
 from ..cifar import TEST_SIZE as CIFAR_TEST, TRAIN_SIZE as CIFAR_TRAIN
 DEFAULT_TFLOPS = 40.0  # assumed sustained bf16 throughput of an A100 on ConvMixer (see module docstring)
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes
@@ -47,17 +46,7 @@ def dataset_sizes(data: str | os.PathLike | None) -> tuple[int, int]:
 
     Absent data is what a run would download: the official 50,000/10,000 split.
     """
-    from ..run.data import batches_dir  # cmx.run.data imports torch; only needed here
-
-    if not data:
-        return CIFAR_TRAIN, CIFAR_TEST
-    folder = batches_dir(data)
-    files = [folder / n for n in (*TRAIN_FILES, TEST_FILE)]
-    if not all(f.is_file() for f in files):
-        return CIFAR_TRAIN, CIFAR_TEST
-    per_image = BYTES_PER_IMAGE  # pickles hold uint8 pixels plus a small header
-    sizes = [Path(f).stat().st_size // per_image for f in files]
-    return sum(sizes[:-1]), sizes[-1]
+    return (split_sizes(data) if data else None) or (CIFAR_TRAIN, CIFAR_TEST)
 
 
 def run_flops(config, n_train: int = CIFAR_TRAIN, n_test: int = CIFAR_TEST) -> float:
