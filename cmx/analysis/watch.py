@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..cifar import TRAIN_SIZE, split_sizes
-from ..run.results import ResultsDir
+from ..run.results import ResultsDir, parse_iso
 from . import collect
 
 STATE_ORDER = ("running", "interrupted", "pending", "failed", "done")  # what needs an eye first
@@ -54,7 +54,7 @@ def live_numbers(store: ResultsDir, run: dict, now: float) -> dict:
     numbers = {"loss": None, "last_acc": run["test_acc"], "best_acc": run["best_test_acc"],
                "img_s": run["img_per_s"], "eta_s": None, "age_s": None}
     status = store.status(run["run_id"]) or {}
-    updated = _timestamp(status.get("updated"))
+    updated = parse_iso(status.get("updated"))
     if updated is not None:
         numbers["age_s"] = max(0.0, now - updated)
     if run["state"] == "done":
@@ -119,13 +119,6 @@ def watch(results: str | Path | None, interval: float = 2.0, console: Console | 
                 live.update(render(results, interval=interval, **filters), refresh=True)
     except KeyboardInterrupt:
         pass
-
-
-def _timestamp(text) -> float | None:
-    try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (TypeError, ValueError):
-        return None
 
 
 def _number(value) -> float | None:

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import Interrupted, RunBusy
-from .results import atomic_write_json, read_json
+from .results import atomic_write_json, now_iso, read_json
 
 CLAIMS = "claims"
 HEARTBEAT_S = 30.0  # seconds between heartbeats of a holder
@@ -204,7 +204,7 @@ class Claim:
             self.content["epoch"] = epoch
         self.content["timeout_s"] = default_timeout() or max(TIMEOUT_FLOOR_S,
                                                              2 * (self.content.get("longest_epoch_s") or 0))
-        self.content.update(heartbeat=_iso(now), heartbeat_unix=now, **extra)
+        self.content.update(heartbeat=now_iso(now), heartbeat_unix=now, **extra)
         atomic_write_json(self.path, self.content)
 
     def release(self, outcome: str = "released") -> None:
@@ -216,7 +216,7 @@ class Claim:
         if self.content.get("released"):
             return
         with contextlib.suppress(OSError):
-            self.refresh(released=_iso(time.time()), outcome=outcome)
+            self.refresh(released=now_iso(time.time()), outcome=outcome)
 
     def __enter__(self) -> "Claim":
         return self
@@ -240,7 +240,7 @@ def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: 
     folder.mkdir(parents=True, exist_ok=True)
     now = time.time()
     content = {"host": socket.gethostname(), "pid": os.getpid(), "pid_start": _proc_start(os.getpid()),
-               "token": uuid.uuid4().hex, "started": _iso(now), "heartbeat": _iso(now), "heartbeat_unix": now,
+               "token": uuid.uuid4().hex, "started": now_iso(now), "heartbeat": now_iso(now), "heartbeat_unix": now,
                "epoch": 0, "epochs": epochs, "timeout_s": default_timeout() or TIMEOUT_FLOOR_S, "released": None}
     tmp = folder / f".claim-{content['host']}-{content['pid']}-{content['token']}.tmp"
     atomic_write_json(tmp, content)
@@ -273,10 +273,6 @@ def _link(tmp: Path, name: Path) -> bool:
             if os.stat(tmp).st_nlink == 2:  # NFS: the link was made but the reply was lost
                 return True
         raise
-
-
-def _iso(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(t))
 
 
 # ---------------------------------------------------------------------- --wait

@@ -91,8 +91,20 @@ def read_json(path: Path) -> dict | None:
         return None
 
 
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+ISO_TIME = "%Y-%m-%dT%H:%M:%S%z"  # how every timestamp in a run directory is written
+
+
+def now_iso(t: float | None = None) -> str:
+    """`t` (default: now) as local time with its offset, e.g. 2026-11-30T12:31:05+0000."""
+    return time.strftime(ISO_TIME, time.localtime(t))
+
+
+def parse_iso(text) -> float | None:
+    """The Unix time of a now_iso() timestamp; None when `text` is not one."""
+    try:
+        return datetime.strptime(text, ISO_TIME).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 # ---------------------------------------------------------------------- the results directory
@@ -264,11 +276,8 @@ def _stale(status: dict) -> bool:
     We cannot see a process on another node, so a run killed hard there (SLURM node failure) would read
     'running' forever and never be resubmitted. Epochs of the paper's models take minutes on a GPU.
     """
-    try:
-        updated = datetime.strptime(status["updated"], "%Y-%m-%dT%H:%M:%S%z").timestamp()
-    except (KeyError, TypeError, ValueError):
-        return False
-    return time.time() - updated > STALE_AFTER_S
+    updated = parse_iso(status.get("updated"))
+    return updated is not None and time.time() - updated > STALE_AFTER_S
 
 
 def _writer_dead(status: dict) -> bool:
