@@ -21,6 +21,7 @@ import torch
 
 from ..augment.pipeline import augment_batch, augment_batches
 from ..run.config import RunConfig
+from ..run.engine import EVAL_BATCH
 from ..run.train import aug_chunk_batches
 from . import gpu_profile as P
 from .speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
@@ -37,7 +38,7 @@ VARIANTS = (
     ("256/8 p2 k9", dict(p=2)),
     ("torch.compile", dict(compile=True)),
 )
-STEPS, WARMUP, EVAL_BATCH = 20, 3, 500
+STEPS, WARMUP = 20, 3
 
 
 def time_per_call(fn: Callable[[], None], device: torch.device, steps: int = STEPS, warmup: int = WARMUP) -> float:

@@ -23,7 +23,6 @@ from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
-STATE_ORDER = STATES
 # A sweep trains only runs nobody holds: a running run belongs to another process (cmx/run/claim.py).
 STATE_LABEL = {"running": ELSEWHERE}
 EXECUTORS = ("local", "slurm", "local-submitit", "debug")
@@ -204,7 +203,7 @@ def _hours(hours: float) -> str:
 
 def _counts(plan: Plan) -> str:
     counts = plan.counts()
-    return ", ".join(f"{counts[s]} {STATE_LABEL.get(s, s)}" for s in STATE_ORDER if counts[s]) or "nothing to run"
+    return ", ".join(f"{counts[s]} {STATE_LABEL.get(s, s)}" for s in STATES if counts[s]) or "nothing to run"
 
 
 # ---------------------------------------------------------------------- option parsing

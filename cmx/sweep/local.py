@@ -34,7 +34,7 @@ from .plan import PlannedRun
 
 POLL_S = 0.2  # how often finished children are noticed
 INTERRUPTED_CODES = (128 + signal.SIGINT, 128 + signal.SIGTERM)
-EXIT_MEANING = {2: "user error", 3: "diverged", 4: "run held by another process"}
+EXIT_MEANING = {2: "user error", 3: "diverged"}  # 4 (busy) and 130/143 (stopped) are handled apart
 
 try:  # Linux: ask the kernel to SIGTERM a child when the sweep dies (resolved before any fork)
     _PRCTL = ctypes.CDLL(None, use_errno=True).prctl

@@ -83,6 +83,11 @@ class Variant:
     paper: dict[str, tuple[Any, str]] | None = None  # the `paper:` changes (None: no role)
     paper_where: str = ""  # 'FILE:LINE' of the `paper:` key that applies
 
+    @property
+    def paper_changes(self) -> dict[str, Any]:
+        """The `paper:` settings alone (without where each was written)."""
+        return {name: value for name, (value, _) in (self.paper or {}).items()}
+
 
 def _paper(block: Any, path: Path, line: int) -> dict[str, tuple[Any, str]]:
     """A `paper:` mapping → {field: (value, where)}; only MATCH_FIELDS, since only they pick a row."""
@@ -299,7 +304,7 @@ def record_roles(plan: Plan) -> Path | None:
 
 def _stand_in_rows(config: RunConfig, variant: Variant, sets: dict) -> list[paper_rows.PaperRow]:
     """The paper rows that `config` with the variant's `paper:` changes matches; UserError if none."""
-    changes = {name: value for name, (value, _) in variant.paper.items()}
+    changes = variant.paper_changes
     stand_in = config.replace(**changes)
     rows = paper_rows.rows_matching(stand_in)
     if not rows:
@@ -346,9 +351,8 @@ def make_plan(path: str | Path, results: str | Path | None = None, overrides: li
         if variant.label and variant.label not in run.labels:
             run.labels.append(variant.label)
         if variant.paper is not None:
-            changes = {name: value for name, (value, _) in variant.paper.items()}
             for row in _stand_in_rows(config, variant, sets):
-                role = Role(row.row_id, variant.sweep, variant.label, variant.paper_where, changes)
+                role = Role(row.row_id, variant.sweep, variant.label, variant.paper_where, variant.paper_changes)
                 if role not in run.roles:
                     run.roles.append(role)
     name = load_yaml(path).get("name", path.stem)
