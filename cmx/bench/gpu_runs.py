@@ -9,6 +9,7 @@ images; evaluation scales the same way when the test split keeps CIFAR-10's 1:5 
 """
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -36,17 +37,18 @@ def short_training(report, data: Path, seconds: float, device: str = "cuda", mod
     from ..run.train import train
 
     t0 = time.monotonic()
-    n_train = load_cifar10(data, download=False).train_x.shape[0]
+    images = load_cifar10(data, download=False)  # loaded once for the probe and the run
+    n_train = images.train_x.shape[0]
     with tempfile.TemporaryDirectory(prefix="cmx-gpu-check-") as tmp:
         probe_cfg = RunConfig(**model, epochs=2, device=device, data=str(data))
-        probe = train(probe_cfg, Path(tmp) / "probe", progress="none")
+        probe = train(probe_cfg, Path(tmp) / "probe", progress="none", data=images)
         per_epoch = epoch_seconds(Path(tmp) / "probe", probe["run_id"])[-1]
         left = seconds - (time.monotonic() - t0)
         epochs = int(max(1, min(PAPER_EPOCHS, left // per_epoch - 1)))  # one epoch's margin for start-up
         report.add(SECTION_TRAIN, "probe (2 epochs)", "info", f"{per_epoch:.1f} s per epoch of {n_train:,} images "
                    f"→ {epochs} epochs fit", seconds_per_epoch=round(per_epoch, 3), epochs_chosen=epochs)
         config = RunConfig(**model, epochs=epochs, device=device, data=str(data))
-        result = train(config, Path(tmp) / "run", progress=progress)
+        result = train(config, Path(tmp) / "run", progress=progress, data=images)
         seconds_each = epoch_seconds(Path(tmp) / "run", result["run_id"])
     steady = seconds_each[1:] or seconds_each  # the first epoch carries the start-up
     projected_h = PAPER_EPOCHS * (sum(steady) / len(steady)) * TRAIN_SIZE / n_train / 3600
@@ -67,10 +69,8 @@ def packing_sweep(directory: Path, data: Path, device: str = "cuda", model: dict
                   epochs: int = PACK_EPOCHS, runs: int = PACK_RUNS) -> Path:
     """A sweep file of `runs` short runs (seeds 0..runs-1) of `model`."""
     base = {**model, "epochs": epochs, "device": device, "data": str(data)}
-    text = (f"name: gpu-check-packing\nbase: {{{', '.join(f'{k}: {v!r}' for k, v in base.items())}}}\n"
-            f"seeds: {list(range(runs))}\n")
-    path = Path(directory) / "packing.yaml"
-    path.write_text(text.replace("'", '"'))
+    path = Path(directory) / "packing.yaml"  # JSON is YAML: the sweep loader reads it as written
+    path.write_text(json.dumps({"name": "gpu-check-packing", "base": base, "seeds": list(range(runs))}))
     return path
 
 
