@@ -10,6 +10,7 @@ by k9's in the same column, so 1.00 means the step costs exactly its FLOP share.
 
     python benchmarks/kernel_scan.py                                  # 64/4 p2 b128 and 256/8 p1 b64, fp32
     python benchmarks/kernel_scan.py --shapes 64/4/2/128 --amp bf16 --ks 3,9,15 --rounds 5
+    python benchmarks/kernel_scan.py --threads 1 --cpu-time        # on a machine others are using
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import argparse
 import statistics
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -42,7 +44,20 @@ def cpu_flags() -> str:
     return f"{model}; {' '.join(have)}"
 
 
-def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: int) -> list[dict]:
+def interleaved_cpu_time(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """As bench.speed.interleaved, timed by this process's CPU time: with one thread and other processes
+    on the machine, CPU seconds measure the work where wall seconds measure the scheduler."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.process_time()
+            fn()
+            times[name].append(time.process_time() - start)
+    return times
+
+
+def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: int,
+         cpu_time: bool = False) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=gen)
     targets = torch.softmax(torch.randn(batch, 10, generator=gen), 1)
@@ -55,7 +70,7 @@ def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: 
                  "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0]}
         for step in steps.values():  # warm-up
             step()
-        times = interleaved(steps, rounds, torch.device("cpu"))
+        times = interleaved_cpu_time(steps, rounds) if cpu_time else interleaved(steps, rounds, torch.device("cpu"))
         gflop = TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9
         row = {"k": k, "path": chosen, "gflop": gflop}
         for name, seconds in times.items():
@@ -87,16 +102,19 @@ def main(argv=None) -> None:
     ap.add_argument("--amp", default="off", choices=["off", "bf16"])
     ap.add_argument("--rounds", type=int, default=3, help="timed steps per contender (median reported)")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by process CPU time (use with --threads 1 on a loaded machine)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     ks = [int(k) for k in args.ks.split(",")]
-    print(f"cpu: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}", flush=True)
+    print(f"cpu: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}; timed by "
+          f"{'process CPU time' if args.cpu_time else 'wall clock'}", flush=True)
     out = []
     for shape in args.shapes.split(","):
         h, d, p, batch = (int(v) for v in shape.split("/"))
         for layout in args.layouts.split(","):
-            rows = scan(h, d, p, batch, layout, args.amp, ks, args.rounds)
+            rows = scan(h, d, p, batch, layout, args.amp, ks, args.rounds, args.cpu_time)
             out.append(table(f"{h}/{d} p{p} batch {batch}", layout, args.amp, rows))
     print("\n".join(out))
 
