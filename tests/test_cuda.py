@@ -40,6 +40,7 @@ from cmx.run import engine as engine_module
 from cmx.run.engine import make_optimizer, maybe_compile
 from cmx.run.stop import StopRequest
 from cmx.run.train import train
+from cmx.sweep.local import visible_gpus
 from conftest import REPO, SHARED, cmx_subprocess_env
 from sync_windows import guard_steps
 from tiny_cifar import make_images, make_tiny_cifar
@@ -354,4 +355,5 @@ def test_sweep_runs_two_runs_at_once_on_one_gpu_and_both_finish(tiny_data, tmp_p
     assert len(run_ids) == 2 and all(store.state(r) == "done" for r in run_ids)
     for run_id in run_ids:
         assert json.loads((results / "runs" / run_id / "result.json").read_text())["provenance"]["device"] == "cuda"
-        assert "CUDA_VISIBLE_DEVICES=0" in (results / "runs" / run_id / "train.log").read_text()
+        first_visible = visible_gpus()[0]  # --gpus 0 counts among the inherited CUDA_VISIBLE_DEVICES, if any
+        assert f"CUDA_VISIBLE_DEVICES={first_visible}" in (results / "runs" / run_id / "train.log").read_text()

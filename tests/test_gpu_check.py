@@ -110,6 +110,41 @@ def test_a_cpu_profile_of_a_train_loop_chunk_finds_every_kind():
     assert traffic == {"fwd": 2 * 8 * 64 * 256 * 1024 * 2, "bwd": 3 * 8 * 64 * 256 * 1024 * 2}
 
 
+def fake_event(name, device_type, us=0.0, kernels=(), parent=None, annotation=False, shapes=None):
+    """A FunctionEvent as the profiler hands it over, with only the fields the breakdown reads."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Kernel
+
+    return SimpleNamespace(name=name, device_type=getattr(DeviceType, device_type), is_user_annotation=annotation,
+                           kernels=[Kernel(n, 0, d) for n, d in kernels], cpu_parent=parent,
+                           input_shapes=shapes or [], time_range=SimpleNamespace(elapsed_us=lambda: us))
+
+
+def test_the_kernel_total_and_the_kinds_leave_user_annotations_out():
+    """pytorch #130730: a record_function range comes back as a CUDA event spanning its kernels and gaps,
+    and is attached to the range's CPU event as a kernel. A 1,000 µs augmentation range holding 100 µs of
+    kernels and a 3,000 µs Optimizer.step range holding 200 µs must count 100 and 200, and the kernel
+    total 100 + 200 + 400 (the depthwise conv), leaving 2,700+ µs of idle time visible."""
+    aug = fake_event("cmx::augment", "CPU", kernels=[("cmx::augment", 1000.0)])
+    add = fake_event("aten::add", "CPU", kernels=[("elementwise_kernel", 100.0)], parent=aug)
+    opt = fake_event("Optimizer.step#AdamW.step", "CPU", kernels=[("Optimizer.step#AdamW.step", 3000.0)])
+    adam = fake_event("aten::_fused_adamw_", "CPU", kernels=[("fused_adamw_kernel", 200.0)], parent=opt)
+    conv = fake_event("aten::convolution", "CPU", kernels=[("implicit_gemm", 400.0)],
+                      shapes=[[64, 256, 32, 32], [256, 1, 9, 9], [256]])
+    device_events = [fake_event("cmx::augment", "CUDA", 1000.0, annotation=True),
+                     fake_event("Optimizer.step#AdamW.step", "CUDA", 3000.0, annotation=True),
+                     fake_event("elementwise_kernel", "CUDA", 100.0), fake_event("fused_adamw_kernel", "CUDA", 200.0),
+                     fake_event("implicit_gemm", "CUDA", 400.0),
+                     fake_event("cmx::clip", "CUDA", 50.0)]  # a torch that does not flag it: its name tells
+    events = [aug, add, opt, adam, conv, *device_events]
+    assert P.kernel_us(events) == 700.0
+    totals = P.breakdown(events, device=True)
+    assert (totals[P.AUGMENT], totals[P.OPTIMIZER], totals[P.DEPTHWISE_FWD]) == (100.0, 200.0, 400.0)
+    assert sum(totals.values()) == 700.0
+
+
 # ---------------------------------------------------------------------- speed, training, packing pieces
 def test_speed_figures_of_a_tiny_step_on_cpu():
     calls = []
@@ -152,3 +187,14 @@ def test_no_sync_windows_cover_every_step_and_close_at_each_read(tmp_path, monke
     assert seen == {"steps": 80, "opened": 79, "reads": 2}
     assert train_module.SYNC_EVERY == 50
     assert events.index("read") == 49 and events[-1] == "read" and events.count("open") == 79
+
+
+def test_the_amp_off_variant_says_it_runs_convolutions_in_tf32_where_torch_does(monkeypatch):
+    from cmx.bench.gpu_speed import VARIANTS, amp_off_label
+
+    assert VARIANTS[0] == (amp_off_label(), {"amp": "off"})
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    assert "convs TF32, matmul fp32" in amp_off_label()
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    assert "convs fp32, matmul fp32" in amp_off_label()

@@ -28,9 +28,20 @@ from .speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
 
 SECTION = "speed"
 BASE = dict(h=256, d=8, p=1, k=9, batch_size=64, amp="bf16", channels_last=True, compile=False)
+
+
+def amp_off_label() -> str:
+    """What "amp off" computes in on CUDA: fp32 tensors, but cuDNN convolutions in TF32 on Ampere and later
+    (torch's default, torch.backends.cudnn.allow_tf32; cmx leaves it, so this is what `--amp off` trains
+    with) and matmuls as torch.backends.cuda.matmul.allow_tf32 says (default off)."""
+    conv = "TF32" if torch.backends.cudnn.allow_tf32 else "fp32"
+    matmul = "TF32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    return f"amp off (fp32 tensors; convs {conv}, matmul {matmul} on Ampere+)"
+
+
 # (label, changes to BASE); the order puts the figures a decision needs first
 VARIANTS = (
-    ("fp32 (amp off)", dict(amp="off")),
+    (amp_off_label(), dict(amp="off")),
     ("NCHW (channels_last off)", dict(channels_last=False)),
     ("batch 128", dict(batch_size=128)),
     ("batch 256", dict(batch_size=256)),
