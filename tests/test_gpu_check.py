@@ -193,8 +193,13 @@ def test_the_amp_off_variant_says_it_runs_convolutions_in_tf32_where_torch_does(
     from cmx.bench.gpu_speed import VARIANTS, amp_off_label
 
     assert VARIANTS[0] == (amp_off_label(), {"amp": "off"})
+    matmul = torch.backends.cuda.matmul.allow_tf32  # a property-like module attribute: set and restore by hand
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    assert "convs TF32, matmul fp32" in amp_off_label()
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
-    assert "convs fp32, matmul fp32" in amp_off_label()
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert "convs TF32, matmul fp32" in amp_off_label()
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert "convs fp32, matmul TF32" in amp_off_label()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul
