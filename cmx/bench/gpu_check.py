@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         print(NO_CUDA, file=sys.stderr)
         return 2
     if args.section:
-        run_section(args.section, args.data, args.out, Budget.until_wall(args.deadline))
+        budget = Budget.seconds(120) if args.deadline is None else Budget.until_wall(args.deadline)
+        run_section(args.section, args.data, args.out, budget)
         return 0
     sections = tuple(s for s in args.only.split(",") if s)
     unknown = [s for s in sections if s not in CAPS]
