@@ -119,6 +119,14 @@ def test_gpu_indices_count_among_the_inherited_visible_devices(monkeypatch, inhe
     ("", "0", "there is no GPU 0; 0 GPU(s) visible here"),
     ("MIG-aaaa-1111", "MIG-cccc-3333", "MIG-cccc-3333 is not among the 1 GPU(s) visible here"),
 ])
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="counts the GPUs of a machine without one")
+def test_without_an_inherited_list_the_visible_gpus_are_counted_by_torch(monkeypatch):
+    from cmx.sweep.local import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == []
+
+
 def test_a_gpu_that_is_not_visible_is_a_one_line_error_exit_2(tmp_path, monkeypatch, capsys, inherited, requested,
                                                               message):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)

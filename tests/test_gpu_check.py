@@ -2,6 +2,7 @@
 cuda test skips), the time caps, the profiler's kinds on a CPU trace, the speed timer, the short training and
 the packing sweep file, and where the no-sync windows fall in the training loop."""
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -105,6 +106,22 @@ def test_a_capped_command_is_killed_with_everything_it_started(tmp_path):
     assert time.monotonic() - t0 < 30
     assert pids.is_file(), "the child never started its own child"
     assert pid_gone(int(pids.read_text())), "the grandchild outlived the cap"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_check_stopped_from_outside_stops_its_capped_command(tmp_path, sig):
+    """A `timeout` (SIGTERM) or Ctrl-C (SIGINT, which never reaches a child in a session of its own)."""
+    pids = tmp_path / "pids"
+    child = f"import os, time; open({str(pids)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = subprocess.Popen([sys.executable, "-c", "import sys; from cmx.bench.gpu_budget import exit_on_sigterm, "
+                               f"run_capped; exit_on_sigterm(); run_capped([sys.executable, '-c', {child!r}], 120)"],
+                              cwd=REPO, env=cmx_subprocess_env(), stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 60
+    while not pids.is_file() and time.monotonic() < end:
+        time.sleep(0.1)
+    driver.send_signal(sig)
+    driver.wait(timeout=30)
+    assert pids.is_file() and pid_gone(int(pids.read_text())), "the capped command outlived the check"
 
 
 def test_a_budget_says_skipped_with_what_a_piece_needed_and_what_was_left(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -94,9 +95,17 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
+def exit_on_sigterm() -> None:
+    """SIGTERM (a `timeout`, a lease ending) becomes SystemExit(143), so run_capped's cleanup runs."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
 def run_capped(cmd: list[str], timeout: float, **kw) -> int:
     """Run `cmd` in its own process group (output passed through unless redirected in `kw`); at `timeout`
-    kill it and everything it started. Returns its exit code, 124 when it was killed for time."""
+    kill it and everything it started. Returns its exit code, 124 when it was killed for time. If this
+    process is stopped meanwhile (Ctrl-C, or SIGTERM with exit_on_sigterm), `cmd` goes with it: in its own
+    session, a terminal's Ctrl-C would not reach it. (Not on SIGKILL; a PR_SET_PDEATHSIG would need a
+    preexec_fn, unsafe once torch has started threads.)"""
     proc = subprocess.Popen(cmd, start_new_session=True, **kw)
     try:
         return proc.wait(timeout=max(1.0, timeout))
@@ -104,3 +113,7 @@ def run_capped(cmd: list[str], timeout: float, **kw) -> int:
         kill_tree(proc.pid)
         proc.wait()
         return 124
+    except BaseException:
+        kill_tree(proc.pid)
+        proc.wait()
+        raise

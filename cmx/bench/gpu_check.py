@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import gpu_tests_plugin as plugin
-from .gpu_budget import SKIP_PREFIX, Budget, run_capped
+from .gpu_budget import SKIP_PREFIX, Budget, exit_on_sigterm, run_capped
 from .gpu_report import Report, environment
 
 NO_CUDA = "gpu-check needs a CUDA device; found none"
@@ -246,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section in this process
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # internal: its time.time() deadline
     args = parser.parse_args(argv)
+    exit_on_sigterm()  # a stopped check stops what it started (run_capped)
     if args.plan:
         print("\n".join(budget_plan(args.budget)))
         return 0

@@ -69,9 +69,12 @@ def visible_gpus(environ=os.environ) -> list[str]:
     inherited = environ.get("CUDA_VISIBLE_DEVICES")
     if inherited is not None:
         return [entry.strip() for entry in inherited.split(",") if entry.strip()]
-    import torch
-
-    return [str(i) for i in range(torch.cuda.device_count())]
+    # counted in a throwaway process: CUDA started here would put driver threads in the process that forks
+    # the children (start() uses a preexec_fn)
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                          capture_output=True, text=True, timeout=120)
+    count = int(done.stdout.strip() or 0) if done.returncode == 0 else 0
+    return [str(i) for i in range(count)]
 
 
 def map_gpus(requested: list[str], visible: list[str]) -> list[str]:
