@@ -114,11 +114,6 @@ def test_gpu_indices_count_among_the_inherited_visible_devices(monkeypatch, inhe
     assert visible_gpus() == inherited.split(",")
 
 
-@pytest.mark.parametrize("inherited,requested,message", [
-    ("3", "1", "there is no GPU 1; 1 GPU(s) visible here (CUDA_VISIBLE_DEVICES=3), numbered from 0"),
-    ("", "0", "there is no GPU 0; 0 GPU(s) visible here"),
-    ("MIG-aaaa-1111", "MIG-cccc-3333", "MIG-cccc-3333 is not among the 1 GPU(s) visible here"),
-])
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="counts the GPUs of a machine without one")
 def test_without_an_inherited_list_the_visible_gpus_are_counted_by_torch(monkeypatch):
     from cmx.sweep.local import visible_gpus
@@ -127,6 +122,11 @@ def test_without_an_inherited_list_the_visible_gpus_are_counted_by_torch(monkeyp
     assert visible_gpus() == []
 
 
+@pytest.mark.parametrize("inherited,requested,message", [
+    ("3", "1", "there is no GPU 1; 1 GPU(s) visible here (CUDA_VISIBLE_DEVICES=3), numbered from 0"),
+    ("", "0", "there is no GPU 0; 0 GPU(s) visible here"),
+    ("MIG-aaaa-1111", "MIG-cccc-3333", "MIG-cccc-3333 is not among the 1 GPU(s) visible here"),
+])
 def test_a_gpu_that_is_not_visible_is_a_one_line_error_exit_2(tmp_path, monkeypatch, capsys, inherited, requested,
                                                               message):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
