@@ -172,8 +172,8 @@ def test_a_child_told_cuda_without_a_visible_gpu_fails_loudly(tiny_data, tmp_pat
     """What the slot's child does when its GPU is not there: exit 2 with one line, not a CPU run."""
     done = subprocess.run([sys.executable, "-m", "cmx", "train", "--h", "8", "--d", "1", "--p", "4", "--k", "3",
                            "--epochs", "1", "--data", str(tiny_data), "--results", str(tmp_path), "--device", "cuda"],
-                          capture_output=True, text=True, cwd=REPO, env={**cmx_subprocess_env(), "CUDA_VISIBLE_DEVICES": ""},
-                          timeout=120)
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**cmx_subprocess_env(), "CUDA_VISIBLE_DEVICES": ""})
     assert done.returncode == 2 and "no CUDA device is available" in done.stderr, done.stderr
     assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/result.json"))
 

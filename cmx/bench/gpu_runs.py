@@ -48,7 +48,8 @@ def short_training(report, data: Path, seconds: float, device: str = "cuda", mod
         left = seconds - (time.monotonic() - t0)
         epochs = int(min(PAPER_EPOCHS, left // per_epoch - 1))  # one epoch's margin for start-up
         report.add(SECTION_TRAIN, "probe (2 epochs)", "info", f"{per_epoch:.1f} s per epoch of {n_train:,} images "
-                   f"→ {max(epochs, 0)} epochs fit", seconds_per_epoch=round(per_epoch, 3), epochs_chosen=max(epochs, 0))
+                   f"→ {max(epochs, 0)} epochs fit", seconds_per_epoch=round(per_epoch, 3),
+                   epochs_chosen=max(epochs, 0))
         if epochs < 1:
             report.add(SECTION_TRAIN, f"{model['h']}/{model['d']} p{model['p']} k{model['k']} on real images", "skip",
                        f"skipped: budget (an epoch takes {per_epoch:.0f} s, {left:.0f} s left)")

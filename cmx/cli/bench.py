@@ -110,7 +110,8 @@ def gpu_check(
     Pieces that do not fit the budget are skipped, not failed: exit 1 only for a defect."""
     from ..bench.gpu_check import main as gpu_check_main
 
-    code = gpu_check_main(["--data", str(data), "--out", str(out), "--budget", str(budget), *(["--plan"] if plan else [])])
+    args = ["--data", str(data), "--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
+    code = gpu_check_main(args)
     if code:
         raise typer.Exit(code)
 
