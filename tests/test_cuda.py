@@ -40,6 +40,7 @@ from cmx.run import engine as engine_module
 from cmx.run.engine import make_optimizer, maybe_compile
 from cmx.run.stop import StopRequest
 from cmx.run.train import train
+from cmx.sweep.local import visible_gpus
 from conftest import REPO, SHARED, cmx_subprocess_env
 from sync_windows import guard_steps
 from tiny_cifar import make_images, make_tiny_cifar
@@ -354,4 +355,63 @@ def test_sweep_runs_two_runs_at_once_on_one_gpu_and_both_finish(tiny_data, tmp_p
     assert len(run_ids) == 2 and all(store.state(r) == "done" for r in run_ids)
     for run_id in run_ids:
         assert json.loads((results / "runs" / run_id / "result.json").read_text())["provenance"]["device"] == "cuda"
-        assert "CUDA_VISIBLE_DEVICES=0" in (results / "runs" / run_id / "train.log").read_text()
+        first_visible = visible_gpus()[0]  # --gpus 0 counts among the inherited CUDA_VISIBLE_DEVICES, if any
+        assert f"CUDA_VISIBLE_DEVICES={first_visible}" in (results / "runs" / run_id / "train.log").read_text()
+
+
+# ---------------------------------------------------------------------- issue 20: what a CPU cannot show
+def test_auto_precision_is_native_bf16_exactly_from_compute_capability_8(tiny_config):
+    """bf16 on Ampere and later; fp16 + GradScaler on V100/T4 (bf16 there is emulated, and slow)."""
+    major, _ = torch.cuda.get_device_capability(CUDA)
+    expected = torch.bfloat16 if major >= 8 else torch.float16
+    assert engine_module.resolve_amp("auto", CUDA) is expected
+    engine = engine_module.Engine.build(tiny_config(device="cuda"), CUDA, say=lambda msg: None)
+    assert engine.amp_dtype is expected and engine.scaler.is_enabled() == (expected is torch.float16)
+
+
+def test_a_cuda_runs_model_pt_loads_where_no_gpu_is_visible(tiny_config, tmp_path):
+    result = train(tiny_config(epochs=1, device="cuda"), tmp_path)
+    model_pt = tmp_path / "runs" / result["run_id"] / "model.pt"
+    code = (f"import torch; w = torch.load({str(model_pt)!r}, weights_only=True); "
+            "assert all(t.device.type == 'cpu' for t in w.values()); print(len(w))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env={**cmx_subprocess_env(), "CUDA_VISIBLE_DEVICES": ""}, timeout=120)
+    assert done.returncode == 0 and int(done.stdout) > 0, done.stderr
+
+
+def test_a_cpu_run_on_a_gpu_host_creates_no_cuda_context_and_saves_no_cuda_rng(tiny_data, tmp_path):
+    code = ("import sys, torch; from cmx.run.config import RunConfig; from cmx.run.train import train; "
+            "from cmx.run.stop import StopRequest; "
+            f"train(RunConfig(h=8, d=1, p=4, k=3, epochs=1, batch_size=32, device='cpu', data={str(tiny_data)!r}), "
+            f"{str(tmp_path)!r}); print(torch.cuda.is_initialized())")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                          env=cmx_subprocess_env(), timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_a_cuda_profile_counts_kernels_only(tiny_config):
+    """pytorch #130730: labelled ranges come back as device events too; the kinds must add up to the kernel
+    total (nothing counted twice) and the kernels must leave room for idle time (not the whole span)."""
+    from cmx.augment.pipeline import augment_batches
+    from cmx.bench import gpu_profile as P
+    from cmx.bench.speed import cmx_train_step
+
+    config = tiny_config(h=32, d=2, p=2, k=5, batch_size=32, device="cuda")
+    images, labels = (t.to(CUDA) for t in real_images(128))
+    gen = torch.Generator(device=CUDA).manual_seed(0)
+    x, targets = augment_batches(images[:32], labels[:32], gen, 32)
+    step, _ = cmx_train_step(config, CUDA, x, targets)
+
+    def loop():
+        with torch.profiler.record_function(P.AUG_RANGE):
+            augment_batches(images, labels, gen, 32)
+        for _ in range(4):
+            step()
+
+    loop()
+    torch.cuda.synchronize()
+    totals = P.profile_loop(loop, CUDA)
+    assert totals[P.AUGMENT] > 0 and totals[P.OPTIMIZER] > 0 and totals[P.DEPTHWISE_FWD] > 0
+    assert totals["busy"] <= totals["kernels"] * 1.001 + 1, totals  # no annotation span inside the kinds
+    assert totals["busy"] >= totals["kernels"] * 0.5, totals  # and most kernels attributed to an operator

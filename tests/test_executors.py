@@ -24,6 +24,7 @@ from cmx.sweep.slurm import SlurmOptions, SubmititExecutor
 from cmx.sweep.executors import select_runs
 from cmx.run.results import ResultsDir
 from cmx.sweep.plan import make_plan
+from conftest import cmx_subprocess_env
 from tiny_cifar import make_tiny_cifar
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,11 +86,11 @@ def test_gpu_slots_get_their_own_device_and_cpu_slots_share_the_cores(tmp_path, 
     from cmx.sweep.local import LocalExecutor, available_cpus, make_slots
 
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    slots = make_slots(["0", "1"], per_gpu=2)
-    assert [s.gpu for s in slots] == ["0", "0", "1", "1"]
+    slots = make_slots(["0", "1"], per_gpu=2, visible=["0", "1"])
+    assert [s.gpu for s in slots] == ["0", "1", "0", "1"]  # round-robin: two runs land on two GPUs
     executor = LocalExecutor(ResultsDir(tmp_path), slots, live=False)
     envs = [executor.child_env(s) for s in slots]
-    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "0", "1", "1"]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in envs] == ["0", "1", "0", "1"]
     assert {e["OMP_NUM_THREADS"] for e in envs} == {str(max(1, available_cpus() // 4))}
     cpu = make_slots(None, workers=3)
     assert [s.gpu for s in cpu] == [None] * 3
@@ -97,6 +98,84 @@ def test_gpu_slots_get_their_own_device_and_cpu_slots_share_the_cores(tmp_path, 
     assert cpu_env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
     single = make_slots(None, workers=1)
     assert "OMP_NUM_THREADS" not in LocalExecutor(ResultsDir(tmp_path), single, live=False).child_env(single[0])
+
+
+@pytest.mark.parametrize("inherited,requested,expected", [
+    ("3", ["0"], ["3"]),  # a lent machine exposing its GPU 3 only
+    ("4,5,6,7", ["1", "3"], ["5", "7"]),  # a SLURM allocation
+    ("MIG-aaaa-1111,MIG-bbbb-2222", ["1", "0"], ["MIG-bbbb-2222", "MIG-aaaa-1111"]),  # MIG instances by UUID
+    ("GPU-1234-abcd,GPU-5678-ef01", ["GPU-5678-ef01"], ["GPU-5678-ef01"]),  # a UUID named directly
+])
+def test_gpu_indices_count_among_the_inherited_visible_devices(monkeypatch, inherited, requested, expected):
+    from cmx.sweep.local import make_slots, visible_gpus
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    assert [s.gpu for s in make_slots(requested, per_gpu=1)] == expected
+    assert visible_gpus() == inherited.split(",")
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="counts the GPUs of a machine without one")
+def test_without_an_inherited_list_the_visible_gpus_are_counted_by_torch(monkeypatch):
+    from cmx.sweep.local import visible_gpus
+
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    assert visible_gpus() == []
+
+
+@pytest.mark.parametrize("inherited,requested,message", [
+    ("3", "1", "there is no GPU 1; 1 GPU(s) visible here (CUDA_VISIBLE_DEVICES=3), numbered from 0"),
+    ("", "0", "there is no GPU 0; 0 GPU(s) visible here"),
+    ("MIG-aaaa-1111", "MIG-cccc-3333", "MIG-cccc-3333 is not among the 1 GPU(s) visible here"),
+])
+def test_a_gpu_that_is_not_visible_is_a_one_line_error_exit_2(tmp_path, monkeypatch, capsys, inherited, requested,
+                                                              message):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", inherited)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(f"name: s\nbase: {{h: 8, d: 1, p: 4, k: 3, epochs: 1, data: '{tmp_path}'}}\nseeds: [0]\n")
+    assert main(["sweep", str(sweep), "--gpus", requested, "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
+
+
+class FakeProc:
+    pid = 12345
+
+
+def plan_runs(tmp_path: Path, *devices: str) -> list:
+    """One planned run per `device: X` line (tiny settings; nothing is trained)."""
+    runs = []
+    for i, device in enumerate(devices):
+        sweep = tmp_path / f"s{i}.yaml"
+        sweep.write_text(f"name: s{i}\nbase: {{h: 8, d: 1, p: 4, k: 3, epochs: 1, {device}, data: '{tmp_path}'}}\n"
+                         f"seeds: [{i}]\n")
+        runs += make_plan(sweep, results=tmp_path / "r").runs
+    return runs
+
+
+def test_a_run_with_device_auto_in_a_gpu_slot_is_told_to_use_cuda(tmp_path, monkeypatch):
+    """Without it, a child that cannot see its GPU would train on the CPU with `device: auto`, silently."""
+    from cmx.sweep import local
+    from cmx.sweep.local import LocalExecutor, make_slots
+
+    started = []
+    monkeypatch.setattr(local.subprocess, "Popen", lambda cmd, **kw: started.append((cmd, kw["env"])) or FakeProc())
+    runs = plan_runs(tmp_path, "device: auto", "device: cpu")
+    executor = LocalExecutor(ResultsDir(tmp_path / "r"), make_slots(["0"], visible=["2"]), live=False)
+    for run in runs:
+        executor.start(executor.slots[0], run)
+    (auto_cmd, auto_env), (cpu_cmd, _) = started
+    assert auto_cmd[-2:] == ["--device", "cuda"] and auto_env["CUDA_VISIBLE_DEVICES"] == "2"
+    assert "--device" not in cpu_cmd  # an explicit device is the user's
+
+
+def test_a_child_told_cuda_without_a_visible_gpu_fails_loudly(tiny_data, tmp_path):
+    """What the slot's child does when its GPU is not there: exit 2 with one line, not a CPU run."""
+    done = subprocess.run([sys.executable, "-m", "cmx", "train", "--h", "8", "--d", "1", "--p", "4", "--k", "3",
+                           "--epochs", "1", "--data", str(tiny_data), "--results", str(tmp_path), "--device", "cuda"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120,
+                          env={**cmx_subprocess_env(), "CUDA_VISIBLE_DEVICES": ""})
+    assert done.returncode == 2 and "no CUDA device is available" in done.stderr, done.stderr
+    assert not (tmp_path / "runs").exists() or not list((tmp_path / "runs").glob("*/result.json"))
 
 
 @pytest.mark.slow

@@ -2,14 +2,18 @@
 cuda test skips), the time caps, the profiler's kinds on a CPU trace, the speed timer, the short training and
 the packing sweep file, and where the no-sync windows fall in the training loop."""
 import json
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from cmx.augment.pipeline import augment_batches
 from cmx.bench import gpu_check, gpu_profile as P
+from cmx.bench.gpu_budget import Budget
 from cmx.bench.gpu_report import Report, render_markdown
 from cmx.bench.gpu_runs import packing_sweep, short_training
 from cmx.bench.gpu_speed import measure_step, time_per_call
@@ -76,6 +80,241 @@ def test_a_section_past_its_cap_is_killed_with_exit_124():
     assert gpu_check.run_capped([sys.executable, "-c", "raise SystemExit(3)"], timeout=60) == 3
 
 
+def pid_gone(pid: int, wait_s: float = 5.0) -> bool:
+    """True once `pid` has exited (a zombie counts as gone: it runs nothing)."""
+    end = time.monotonic() + wait_s
+    while time.monotonic() < end:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state in ("Z", "X"):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_a_capped_command_is_killed_with_everything_it_started(tmp_path):
+    """As the packing section's `cmx sweep`, which starts each `cmx train` in a session of its own: when
+    the cap kills the sweep, no training may run on as an orphan."""
+    pids = tmp_path / "pids"
+    grandchild = "import time; time.sleep(120)"
+    child = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {grandchild!r}], "
+             f"start_new_session=True); open({str(pids)!r}, 'w').write(str(p.pid)); time.sleep(120)")
+    t0 = time.monotonic()
+    assert gpu_check.run_capped([sys.executable, "-c", child], timeout=3) == 124
+    assert time.monotonic() - t0 < 30
+    assert pids.is_file(), "the child never started its own child"
+    assert pid_gone(int(pids.read_text())), "the grandchild outlived the cap"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_check_stopped_from_outside_stops_its_capped_command(tmp_path, sig):
+    """A `timeout` (SIGTERM) or Ctrl-C (SIGINT, which never reaches a child in a session of its own)."""
+    pids = tmp_path / "pids"
+    child = f"import os, time; open({str(pids)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
+    driver = subprocess.Popen([sys.executable, "-c", "import sys; from cmx.bench.gpu_budget import exit_on_sigterm, "
+                               f"run_capped; exit_on_sigterm(); run_capped([sys.executable, '-c', {child!r}], 120)"],
+                              cwd=REPO, env=cmx_subprocess_env(), stderr=subprocess.DEVNULL)
+    end = time.monotonic() + 60
+    while not pids.is_file() and time.monotonic() < end:
+        time.sleep(0.1)
+    driver.send_signal(sig)
+    driver.wait(timeout=30)
+    assert pids.is_file() and pid_gone(int(pids.read_text())), "the capped command outlived the check"
+
+
+def test_a_budget_says_skipped_with_what_a_piece_needed_and_what_was_left(tmp_path):
+    now = [100.0]
+    budget = Budget.seconds(30, clock=lambda: now[0])
+    report = Report(tmp_path, fresh=True, echo=lambda line: None)
+    assert budget.fits(report, "speed", "a", 30) and budget.left() == 30
+    now[0] += 25
+    assert not budget.fits(report, "speed", "torch.compile", 90)
+    [row] = report.load()["checks"]
+    assert (row["verdict"], row["figure"]) == ("skip", "skipped: budget (needs ~90 s, 5 s left)")
+    wall = Budget.until_wall(time.time() + 50)  # a child's deadline from the driver's absolute time
+    assert 49 < wall.left() <= 50
+
+
+# ---------------------------------------------------------------------- the tests section: streamed, capped
+FAKE_CUDA_TESTS = """
+import time
+import pytest
+
+pytestmark = pytest.mark.cuda
+
+def test_passes():
+    pass
+
+def test_fails():
+    assert 1 == 2, "pixels differ"
+
+@pytest.mark.parametrize("n", [1, 2])
+def test_param_passes(n):
+    pass
+
+def test_skips():
+    pytest.skip("no bf16 here")
+
+def test_hangs():
+    time.sleep(120)
+
+def test_never_reached():
+    pass
+"""
+
+
+def test_a_killed_tests_section_keeps_every_result_it_had(tmp_path):
+    """pytest's junit XML is written only at the end; the plugin's lines are written as each test ends."""
+    test_file = tmp_path / "test_fake_cuda.py"
+    test_file.write_text(FAKE_CUDA_TESTS)
+    report = Report(tmp_path / "out", fresh=True, echo=lambda line: None)
+    code = gpu_check.tests_section(report, None, timeout=15, test_file=test_file, test_cost=0)
+    assert code == 124
+    rows = {row["check"]: row for row in report.load()["checks"]}
+    assert rows["test_passes"]["verdict"] == "pass" and rows["test_param_passes"]["figure"] == "2 of 2 passed"
+    assert rows["test_fails"]["verdict"] == "FAIL" and "pixels differ" in rows["test_fails"]["figure"]
+    assert rows["test_skips"]["verdict"] == "skip" and rows["test_skips"]["figure"] == "no bf16 here"
+    assert "test_hangs" not in rows and "test_never_reached" not in rows
+    assert rows["pytest -m cuda"]["verdict"] == "FAIL"  # a test failed: a defect, killed or not
+
+
+def test_tests_that_do_not_fit_are_skipped_for_budget_not_killed(tmp_path):
+    test_file = tmp_path / "test_fake_cuda.py"
+    test_file.write_text(FAKE_CUDA_TESTS)
+    report = Report(tmp_path / "out", fresh=True, echo=lambda line: None)
+    code = gpu_check.tests_section(report, None, timeout=60, test_file=test_file, test_cost=1000)
+    assert code == 0
+    rows = report.load()["checks"]
+    assert all(row["verdict"] == "skip" for row in rows)
+    assert all(row["figure"].startswith("skipped: budget") for row in rows[:-1])
+    assert rows[-1]["figure"].startswith("0 of 7 tests passed, 7 skipped (7 for budget)")
+
+
+# ---------------------------------------------------------------------- the whole check, dry, on CPU
+class Killed(Exception):
+    """The driver's kill at a section's cap, as the fake clock sees it."""
+
+
+class FakeClock:
+    """Seconds that pass only when fake GPU work spends them; spending past `kill_at` is the kill."""
+
+    def __init__(self):
+        self.now, self.kill_at = 0.0, float("inf")
+
+    def __call__(self) -> float:
+        return self.now
+
+    def spend(self, seconds: float) -> None:
+        if self.now + seconds > self.kill_at:
+            self.now = self.kill_at
+            raise Killed
+        self.now += seconds
+
+
+# seconds each piece takes in the dry run: plausible on a GPU, with two overruns to exercise the caps
+DRY_COSTS = {"tests": 95, "bandwidth": 3, "augmentation": 4, "base": 10, "profile": 12, "variant": 5,
+             "batch 512": 8, "cmx bench": 35, "torch.compile": 60, "training overrun": 120,
+             "per-gpu 1": 45, "per-gpu 4": 20}
+
+
+def fake_gpu_work(monkeypatch, clock: FakeClock) -> None:
+    """Every piece of GPU work replaced by the fake clock spending its DRY_COSTS; figures are placeholders."""
+    from cmx.bench import gpu_runs, gpu_speed
+
+    figures = dict(train_img_per_s=1.0, eval_img_per_s=1.0, peak_mem_mib=1.0, step_ms=1.0)
+    monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: (images, labels, None, None, None))
+    monkeypatch.setattr(gpu_speed, "copy_bandwidth_gb_s", lambda device: clock.spend(DRY_COSTS["bandwidth"]) or 1.0)
+    monkeypatch.setattr(gpu_speed, "cmx_aug_step", lambda *a: (None, 1024))
+    monkeypatch.setattr(gpu_speed, "time_per_call", lambda *a, **kw: clock.spend(DRY_COSTS["augmentation"]) or 1.0)
+
+    def measure_step(config, *a, **kw):
+        key = ("torch.compile" if config.compile else "batch 512" if config.batch_size == 512 else
+               "base" if config == gpu_speed.RunConfig(**gpu_speed.BASE, device="cuda", data="unused") else "variant")
+        clock.spend(DRY_COSTS[key])
+        return dict(figures)
+
+    monkeypatch.setattr(gpu_speed, "measure_step", measure_step)
+    monkeypatch.setattr(gpu_speed, "profile_step", lambda report, *a: clock.spend(DRY_COSTS["profile"]))
+    monkeypatch.setattr(gpu_speed, "cmx_bench_cli", lambda report, device, budget: clock.spend(DRY_COSTS["cmx bench"])
+                        or report.add("speed", "cmx bench --device cuda --json", "pass", "dry run"))
+
+    def short_training(report, data, seconds, device="cuda"):
+        report.add("training", "probe (2 epochs)", "info", "dry run")
+        clock.spend(seconds + DRY_COSTS["training overrun"])  # a training that hangs past its own time
+
+    monkeypatch.setattr(gpu_runs, "short_training", short_training)
+    monkeypatch.setattr(gpu_check, "sweep_subprocess",
+                        lambda sweep, results, per_gpu, left: clock.spend(DRY_COSTS[f"per-gpu {per_gpu}"]) or 0)
+
+
+def test_a_dry_run_of_the_whole_check_keeps_to_its_budget_and_reports_skips_not_failures(
+        tiny_data, tmp_path, monkeypatch, capsys):
+    """The driver, its caps and the sections' budget checks and report writing, run on CPU with a fake
+    clock, every piece of GPU work absent (DRY_COSTS): it is what the first GPU will run, minus the GPU."""
+    clock, timeline = FakeClock(), []
+    fake_gpu_work(monkeypatch, clock)
+
+    def run_dry(name, report, data, out, cap):  # what run_in_child does, in this process
+        start, clock.kill_at = clock(), clock() + cap
+        try:
+            if name == "tests":
+                clock.spend(DRY_COSTS["tests"])
+                gpu_check.report_tests(report, {"test_x": {"passed": ["", ""]}}, 0, cap)
+            else:
+                gpu_check.run_section(name, data, out, Budget(clock() + cap - gpu_check.GRACE_S, clock),
+                                      device=torch.device("cuda"))
+            code = 0
+        except Killed:
+            code = 124
+        finally:
+            clock.kill_at = float("inf")
+        timeline.append(f"{name:8s} {start:5.0f}–{clock():5.0f} s: cap {cap:5.1f} s, used {clock() - start:5.1f} s"
+                        + (" (killed at its cap)" if code == 124 else ""))
+        return code
+
+    code = gpu_check.check(tiny_data, tmp_path / "out", clock=clock, run=run_dry)
+    with capsys.disabled():
+        print("\n[gpu-check dry run] " + "\n[gpu-check dry run] ".join(gpu_check.budget_plan() + timeline)
+              + f"\n[gpu-check dry run] whole check: {clock():.0f} s of {gpu_check.BUDGET_S} s")
+    data = json.loads((tmp_path / "out" / "gpu_check.json").read_text())
+    rows = data["checks"]
+    assert code == 0, rows  # pieces skipped and a section killed for time are not defects
+    assert clock() <= gpu_check.BUDGET_S
+    sections = [row["section"] for row in rows]
+    assert sections == sorted(sections, key=["tests", "speed", "training", "packing"].index)  # in order
+    by = {(row["section"], row["check"]): row for row in rows}
+    assert by[("speed", "torch.compile")]["figure"].startswith("skipped: budget (needs ~90 s")
+    assert by[("speed", "cmx bench --device cuda --json")]["verdict"] == "pass"  # before compile: it fit
+    assert by[("training", "probe (2 epochs)")]["verdict"] == "info"  # kept though the section was killed
+    assert by[("training", "section")]["figure"].startswith("skipped: budget: stopped at its")
+    assert by[("packing", "4 runs, --per-gpu 1")]["verdict"] == "info"
+    assert by[("packing", "4 runs, --per-gpu 4")]["verdict"] == "info"
+    md = (tmp_path / "out" / "gpu_check.md").read_text()
+    assert "Whole check:" in md and "no defect found" in md and "skipped for budget" in md
+
+
+def test_a_failed_check_or_a_crashed_section_is_exit_1(tiny_data, tmp_path):
+    def run(name, report, data, out, cap):
+        if name == "tests":
+            report.add("tests", "test_x", "FAIL", "1 of 1 failed")
+        return 0
+
+    assert gpu_check.check(tiny_data, tmp_path / "a", budget=300, run=run) == 1
+    assert gpu_check.check(tiny_data, tmp_path / "b", budget=300, run=lambda name, *a: 1 if name == "speed" else 0) == 1
+    assert [r["verdict"] for r in json.loads((tmp_path / "b" / "gpu_check.json").read_text())["checks"]] == ["error"]
+    assert gpu_check.check(tiny_data, tmp_path / "c", budget=300, run=lambda *a: 124) == 0
+    rows = json.loads((tmp_path / "c" / "gpu_check.json").read_text())["checks"]
+    assert {r["verdict"] for r in rows} == {"skip"}  # every section stopped at its cap, or left no time
+
+
+def test_the_plan_prints_without_a_gpu():
+    done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu_check", "--plan"], capture_output=True, text=True,
+                          cwd=REPO, env=cmx_subprocess_env(), timeout=120)
+    assert done.returncode == 0 and "budget 460 s" in done.stdout and "torch.compile 90" in done.stdout
+
+
 # ---------------------------------------------------------------------- profiler kinds
 def test_conv_kind_reads_the_weight_shape():
     assert P.conv_kind("aten::convolution", [[64, 256, 32, 32], [256, 1, 9, 9], [256]]) == P.DEPTHWISE_FWD
@@ -108,6 +347,41 @@ def test_a_cpu_profile_of_a_train_loop_chunk_finds_every_kind():
     assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"  # the label is removed afterwards
     traffic = P.depthwise_bytes(64, 256, 8, 1, 2)
     assert traffic == {"fwd": 2 * 8 * 64 * 256 * 1024 * 2, "bwd": 3 * 8 * 64 * 256 * 1024 * 2}
+
+
+def fake_event(name, device_type, us=0.0, kernels=(), parent=None, annotation=False, shapes=None):
+    """A FunctionEvent as the profiler hands it over, with only the fields the breakdown reads."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+    from torch.autograd.profiler_util import Kernel
+
+    return SimpleNamespace(name=name, device_type=getattr(DeviceType, device_type), is_user_annotation=annotation,
+                           kernels=[Kernel(n, 0, d) for n, d in kernels], cpu_parent=parent,
+                           input_shapes=shapes or [], time_range=SimpleNamespace(elapsed_us=lambda: us))
+
+
+def test_the_kernel_total_and_the_kinds_leave_user_annotations_out():
+    """pytorch #130730: a record_function range comes back as a CUDA event spanning its kernels and gaps,
+    and is attached to the range's CPU event as a kernel. A 1,000 µs augmentation range holding 100 µs of
+    kernels and a 3,000 µs Optimizer.step range holding 200 µs must count 100 and 200, and the kernel
+    total 100 + 200 + 400 (the depthwise conv), leaving 2,700+ µs of idle time visible."""
+    aug = fake_event("cmx::augment", "CPU", kernels=[("cmx::augment", 1000.0)])
+    add = fake_event("aten::add", "CPU", kernels=[("elementwise_kernel", 100.0)], parent=aug)
+    opt = fake_event("Optimizer.step#AdamW.step", "CPU", kernels=[("Optimizer.step#AdamW.step", 3000.0)])
+    adam = fake_event("aten::_fused_adamw_", "CPU", kernels=[("fused_adamw_kernel", 200.0)], parent=opt)
+    conv = fake_event("aten::convolution", "CPU", kernels=[("implicit_gemm", 400.0)],
+                      shapes=[[64, 256, 32, 32], [256, 1, 9, 9], [256]])
+    device_events = [fake_event("cmx::augment", "CUDA", 1000.0, annotation=True),
+                     fake_event("Optimizer.step#AdamW.step", "CUDA", 3000.0, annotation=True),
+                     fake_event("elementwise_kernel", "CUDA", 100.0), fake_event("fused_adamw_kernel", "CUDA", 200.0),
+                     fake_event("implicit_gemm", "CUDA", 400.0),
+                     fake_event("cmx::clip", "CUDA", 50.0)]  # a torch that does not flag it: its name tells
+    events = [aug, add, opt, adam, conv, *device_events]
+    assert P.kernel_us(events) == 700.0
+    totals = P.breakdown(events, device=True)
+    assert (totals[P.AUGMENT], totals[P.OPTIMIZER], totals[P.DEPTHWISE_FWD]) == (100.0, 200.0, 400.0)
+    assert sum(totals.values()) == 700.0
 
 
 # ---------------------------------------------------------------------- speed, training, packing pieces
@@ -152,3 +426,19 @@ def test_no_sync_windows_cover_every_step_and_close_at_each_read(tmp_path, monke
     assert seen == {"steps": 80, "opened": 79, "reads": 2}
     assert train_module.SYNC_EVERY == 50
     assert events.index("read") == 49 and events[-1] == "read" and events.count("open") == 79
+
+
+def test_the_amp_off_variant_says_it_runs_convolutions_in_tf32_where_torch_does(monkeypatch):
+    from cmx.bench.gpu_speed import VARIANTS, amp_off_label
+
+    assert VARIANTS[0] == (amp_off_label(), {"amp": "off"})
+    matmul = torch.backends.cuda.matmul.allow_tf32  # a property-like module attribute: set and restore by hand
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    try:
+        torch.backends.cuda.matmul.allow_tf32 = False
+        assert "convs TF32, matmul fp32" in amp_off_label()
+        monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+        torch.backends.cuda.matmul.allow_tf32 = True
+        assert "convs fp32, matmul TF32" in amp_off_label()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = matmul

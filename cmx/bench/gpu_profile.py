@@ -12,6 +12,11 @@ time (its own kernels, on the GPU; its own CPU time on a CPU trace) is given to 
 ancestor that names one, so nothing is counted twice. Ranges labelled "cmx::augment" and "cmx::clip" (set
 around the augmentation and the gradient clipping) and PyTorch's own "Optimizer.step" mark the rest.
 
+Kernel time only: the profiler also reports each labelled range ("cmx::augment", "Optimizer.step", ...) as a
+device event spanning its kernels and the gaps between them (a "user annotation", PyTorch issue 130730), and
+attaches it to the range's CPU event as if it were a kernel. Counted, it would fill the idle gaps and
+double the labelled kinds; `is_kernel` and `kernel_us` leave such events out.
+
 The large-kernel depthwise convolution is a known weak spot of cuDNN (PyTorch issue 74363), so its share
 and achieved memory bandwidth are reported: traffic is counted as each activation tensor read or written
 once (forward: read x, write y; backward: read dy and x, write dx), a lower bound on what moves.
@@ -65,23 +70,42 @@ def kind_of(chain: list[tuple[str, list]]) -> str:
     return OTHER
 
 
-def _self_time_us(event, device: bool) -> float:
+def annotation_names(events: Iterable) -> set[str]:
+    """Names of the user annotations' device events (labelled ranges, not kernels)."""
+    return {e.name for e in events if getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU
+            and (getattr(e, "is_user_annotation", False) or e.name.startswith("cmx::"))}
+
+
+def is_kernel(event, annotations: set[str]) -> bool:
+    """A device event that is real kernel (or memcpy/memset) work: not a CPU event, not a user annotation."""
+    return (getattr(event, "device_type", DeviceType.CPU) != DeviceType.CPU
+            and not getattr(event, "is_user_annotation", False) and event.name not in annotations)
+
+
+def kernel_us(events: list) -> float:
+    """The device's busy time: every kernel's duration, user annotations left out."""
+    annotations = annotation_names(events)
+    return float(sum(e.time_range.elapsed_us() for e in events if is_kernel(e, annotations)))
+
+
+def _self_time_us(event, device: bool, annotations: set[str]) -> float:
+    """An operator's own time: its own kernels' durations on a device trace (annotation spans attached to a
+    labelled range's event left out), its own CPU time on a CPU trace."""
     if not device:
         return float(event.self_cpu_time_total)
-    for attr in ("self_device_time_total", "self_cuda_time_total"):  # renamed in torch 2.4+
-        if hasattr(event, attr):
-            return float(getattr(event, attr))
-    return 0.0
+    return float(sum(k.duration for k in getattr(event, "kernels", ()) if k.name not in annotations))
 
 
 def breakdown(events: Iterable, device: bool) -> dict[str, float]:
     """Self time (µs) per kind over a profiler's FunctionEvents (`prof.events()`): kernel time when
     `device`, else CPU time."""
+    events = list(events)
+    annotations = annotation_names(events)
     totals = dict.fromkeys(KINDS, 0.0)
     for event in events:
         if getattr(event, "device_type", DeviceType.CPU) != DeviceType.CPU:
-            continue  # a kernel's own event: its time is already in the operator that launched it
-        spent = _self_time_us(event, device)
+            continue  # a kernel's own event: its time is counted in the operator that launched it
+        spent = _self_time_us(event, device, annotations)
         if spent <= 0:
             continue
         chain, node = [], event
@@ -122,8 +146,7 @@ def profile_loop(loop: Callable[[], None], device: torch.device) -> dict[str, fl
     totals = breakdown(events, device.type == "cuda")
     totals["busy"] = sum(totals[k] for k in KINDS)
     if device.type == "cuda":  # every kernel's own duration, attributed or not: the GPU's busy time
-        totals["kernels"] = float(sum(e.time_range.elapsed_us() for e in events
-                                      if getattr(e, "device_type", DeviceType.CPU) != DeviceType.CPU))
+        totals["kernels"] = kernel_us(list(events))
     return totals
 
 

@@ -24,6 +24,8 @@ from ..run.data import load_cifar10
 SECTION_TRAIN, SECTION_PACK = "training", "packing"
 MODEL = dict(h=256, d=8, p=1, k=9, batch_size=64)
 PACK_RUNS, PACK_EPOCHS = 4, 2
+TRAINING_MIN_S = 50  # the probe (2 epochs, start-up included) and one epoch more, on cifar10-mini (estimate)
+PACK_RUN_S = 12  # one `cmx train` of the packing sweep, alone: Python + torch + CUDA start, 2 short epochs (estimate)
 
 
 def epoch_seconds(results: Path, run_id: str) -> list[float]:
@@ -44,9 +46,14 @@ def short_training(report, data: Path, seconds: float, device: str = "cuda", mod
         probe = train(probe_cfg, Path(tmp) / "probe", progress="none", data=images)
         per_epoch = epoch_seconds(Path(tmp) / "probe", probe["run_id"])[-1]
         left = seconds - (time.monotonic() - t0)
-        epochs = int(max(1, min(PAPER_EPOCHS, left // per_epoch - 1)))  # one epoch's margin for start-up
+        epochs = int(min(PAPER_EPOCHS, left // per_epoch - 1))  # one epoch's margin for start-up
         report.add(SECTION_TRAIN, "probe (2 epochs)", "info", f"{per_epoch:.1f} s per epoch of {n_train:,} images "
-                   f"→ {epochs} epochs fit", seconds_per_epoch=round(per_epoch, 3), epochs_chosen=epochs)
+                   f"→ {max(epochs, 0)} epochs fit", seconds_per_epoch=round(per_epoch, 3),
+                   epochs_chosen=max(epochs, 0))
+        if epochs < 1:
+            report.add(SECTION_TRAIN, f"{model['h']}/{model['d']} p{model['p']} k{model['k']} on real images", "skip",
+                       f"skipped: budget (an epoch takes {per_epoch:.0f} s, {left:.0f} s left)")
+            return {"epochs": 0, "seconds_per_epoch": per_epoch}
         config = RunConfig(**model, epochs=epochs, device=device, data=str(data))
         result = train(config, Path(tmp) / "run", progress=progress, data=images)
         seconds_each = epoch_seconds(Path(tmp) / "run", result["run_id"])
@@ -74,28 +81,31 @@ def packing_sweep(directory: Path, data: Path, device: str = "cuda", model: dict
     return path
 
 
-def packing(report, data: Path, deadline: float, run_sweep, n_train: int, epochs: int = PACK_EPOCHS,
+def packing(report, data: Path, budget, run_sweep, n_train: int, epochs: int = PACK_EPOCHS,
             runs: int = PACK_RUNS) -> None:
     """Total img/s of `runs` runs with --per-gpu 1 and --per-gpu `runs`. `run_sweep(file, results, per_gpu,
-    timeout)` runs the sweep and returns its exit code (the driver passes a `cmx sweep` subprocess)."""
+    timeout)` runs the sweep and returns its exit code, 124 when stopped for time (the driver passes a
+    `cmx sweep` subprocess, killed with its trainings); `budget` (gpu_budget.Budget) is asked before each."""
     images = runs * epochs * (n_train // MODEL["batch_size"]) * MODEL["batch_size"]
     rates = {}
     with tempfile.TemporaryDirectory(prefix="cmx-gpu-pack-") as tmp:
         sweep = packing_sweep(Path(tmp), data, epochs=epochs, runs=runs)
         for per_gpu in (1, runs):
-            left = deadline - time.monotonic()
-            if left < 5:
-                report.add(SECTION_PACK, f"--per-gpu {per_gpu}", "skip", "out of the section's time")
+            check = f"{runs} runs, --per-gpu {per_gpu}"
+            if not budget.fits(report, SECTION_PACK, check, PACK_RUN_S * (runs if per_gpu == 1 else 2)):
                 continue
-            t0 = time.monotonic()
-            code = run_sweep(sweep, Path(tmp) / f"per-gpu-{per_gpu}", per_gpu, left)
-            wall = time.monotonic() - t0
+            t0 = budget.clock()
+            code = run_sweep(sweep, Path(tmp) / f"per-gpu-{per_gpu}", per_gpu, budget.left() - 1)
+            wall = budget.clock() - t0
+            if code == 124:
+                report.add(SECTION_PACK, check, "skip", f"skipped: budget: cmx sweep stopped at the section's "
+                           f"deadline after {wall:.0f} s")
+                continue
             if code != 0:
-                report.add(SECTION_PACK, f"--per-gpu {per_gpu}", "FAIL" if code != 124 else "timeout",
-                           f"cmx sweep exited {code} after {wall:.0f} s")
+                report.add(SECTION_PACK, check, "FAIL", f"cmx sweep exited {code} after {wall:.0f} s")
                 continue
             rates[per_gpu] = images / wall
-            report.add(SECTION_PACK, f"{runs} runs, --per-gpu {per_gpu}", "info",
+            report.add(SECTION_PACK, check, "info",
                        f"{rates[per_gpu]:,.0f} img/s in total ({wall:.0f} s wall for {runs} × {epochs} epochs of "
                        f"{n_train:,} images, start-up included)", total_img_per_s=round(rates[per_gpu], 1),
                        wall_s=round(wall, 1), runs=runs, epochs=epochs)

@@ -5,16 +5,19 @@ of kernel, and the depthwise convolution's share and achieved bandwidth beside a
 
 Timing: CUDA events around a block of calls (`time_per_call`), so the GPU runs its queue as in training and
 the host never waits between calls; the steps are cmx.bench.speed's (`cmx bench` times the same ones with a
-synchronize around each call). Each variant checks the deadline first and is skipped, with a row saying
-so, when the section's time is up.
+synchronize around each call). Each piece asks the section's Budget first, with an estimate of its cost
+(COST_S; a variant's from the base step's measured time), and is recorded "skipped: budget" when it does not
+fit. The order puts what a decision needs first, then `cmx bench` as a user runs it, then torch.compile
+(a cold compile of the train and eval graphs is the dearest piece).
 """
 from __future__ import annotations
 
 import gc
 import json
-import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,13 +27,25 @@ from ..run.config import RunConfig
 from ..run.engine import EVAL_BATCH
 from ..run.train import aug_chunk_batches
 from . import gpu_profile as P
+from .gpu_budget import SKIP_PREFIX, Budget, run_capped
 from .speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
 
 SECTION = "speed"
 BASE = dict(h=256, d=8, p=1, k=9, batch_size=64, amp="bf16", channels_last=True, compile=False)
+
+
+def amp_off_label() -> str:
+    """What "amp off" computes in on CUDA: fp32 tensors, but cuDNN convolutions in TF32 on Ampere and later
+    (torch's default, torch.backends.cudnn.allow_tf32; cmx leaves it, so this is what `--amp off` trains
+    with) and matmuls as torch.backends.cuda.matmul.allow_tf32 says (default off)."""
+    conv = "TF32" if torch.backends.cudnn.allow_tf32 else "fp32"
+    matmul = "TF32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+    return f"amp off (fp32 tensors; convs {conv}, matmul {matmul} on Ampere+)"
+
+
 # (label, changes to BASE); the order puts the figures a decision needs first
 VARIANTS = (
-    ("fp32 (amp off)", dict(amp="off")),
+    (amp_off_label(), dict(amp="off")),
     ("NCHW (channels_last off)", dict(channels_last=False)),
     ("batch 128", dict(batch_size=128)),
     ("batch 256", dict(batch_size=256)),
@@ -38,7 +53,10 @@ VARIANTS = (
     ("256/8 p2 k9", dict(p=2)),
     ("torch.compile", dict(compile=True)),
 )
+LAST = ("torch.compile",)  # measured after `cmx bench`
 STEPS, WARMUP = 20, 3
+# estimated seconds of each piece on a GPU from cold (guesses until a GPU has run the check; README)
+COST_S = {"bandwidth": 5, "augmentation": 8, "base step": 20, "profile": 20, "cmx bench": 45, "torch.compile": 90}
 
 
 def time_per_call(fn: Callable[[], None], device: torch.device, steps: int = STEPS, warmup: int = WARMUP) -> float:
@@ -103,7 +121,14 @@ def inputs(device: torch.device, images: torch.Tensor, labels: torch.Tensor, n: 
     return images, labels, x, targets, gen
 
 
-def run(report, images: torch.Tensor, labels: torch.Tensor, deadline: float, device: torch.device,
+def variant_cost(name: str, base_s: float) -> float:
+    """A variant's estimated seconds from the base step's measured build + timing (batch 512: 8× the work)."""
+    if name in COST_S:
+        return COST_S[name]
+    return max(2.0, (3.0 if name == "batch 512" else 1.5) * base_s)
+
+
+def run(report, images: torch.Tensor, labels: torch.Tensor, budget: Budget, device: torch.device,
         bench_cli: bool = True) -> None:
     """The whole section on `device` (the check passes cuda; tests may pass cpu with tiny settings)."""
     base = RunConfig(**BASE, device=device.type, data="unused")
@@ -111,53 +136,63 @@ def run(report, images: torch.Tensor, labels: torch.Tensor, deadline: float, dev
     eval_images = images[:EVAL_BATCH]
     label = "256/8 p1 k9 b64 bf16 channels_last eager"
 
-    bandwidth = copy_bandwidth_gb_s(device) if device.type == "cuda" else None
-    if bandwidth is not None:
+    if device.type == "cuda" and budget.fits(report, SECTION, "device copy bandwidth (ceiling)", COST_S["bandwidth"]):
+        bandwidth = copy_bandwidth_gb_s(device)
         report.add(SECTION, "device copy bandwidth (ceiling)", "info", f"{bandwidth:,.0f} GB/s (read + write)",
                    gb_per_s=round(bandwidth, 1))
 
-    aug, aug_n = cmx_aug_step(images, labels, base.batch_size, gen)
-    aug_rate = aug_n / time_per_call(aug, device, steps=5, warmup=2)
-    report.add(SECTION, "augmentation (full paper recipe)", "info", f"{aug_rate:,.0f} img/s on chunks of {aug_n}",
-               aug_img_per_s=round(aug_rate, 1), chunk_images=aug_n)
+    aug_rate = None
+    if budget.fits(report, SECTION, "augmentation (full paper recipe)", COST_S["augmentation"]):
+        aug, aug_n = cmx_aug_step(images, labels, base.batch_size, gen)
+        aug_rate = aug_n / time_per_call(aug, device, steps=5, warmup=2)
+        report.add(SECTION, "augmentation (full paper recipe)", "info", f"{aug_rate:,.0f} img/s on chunks of {aug_n}",
+                   aug_img_per_s=round(aug_rate, 1), chunk_images=aug_n)
 
+    if not budget.fits(report, SECTION, label, COST_S["base step"]):
+        return  # every other figure is relative to this one
+    t0 = budget.clock()
     main = measure_step(base, device, x, targets, eval_images)
-    share = (1 / aug_rate) / (1 / aug_rate + 1 / main["train_img_per_s"])
+    base_s = budget.clock() - t0
+    share = (1 / aug_rate) / (1 / aug_rate + 1 / main["train_img_per_s"]) if aug_rate else None
     report.add(SECTION, label, "info", f"train {main['train_img_per_s']:,.0f} img/s, eval "
-               f"{main['eval_img_per_s']:,.0f} img/s, peak {main['peak_mem_mib']:,.0f} MiB; augmentation "
-               f"{100 * share:.0f}% of step time", **main, aug_share_of_step=round(share, 3))
+               f"{main['eval_img_per_s']:,.0f} img/s, peak {main['peak_mem_mib']:,.0f} MiB"
+               + (f"; augmentation {100 * share:.0f}% of step time" if share is not None else ""),
+               **main, aug_share_of_step=None if share is None else round(share, 3))
 
-    profile_step(report, base, device, images, labels, x, targets, gen, main, deadline)
+    if budget.fits(report, SECTION, "profile of one step (ms per step by kind)", COST_S["profile"]):
+        profile_step(report, base, device, images, labels, x, targets, gen)
 
     results = {label: main}
-    for name, changes in VARIANTS:
-        if time.monotonic() > deadline:
-            report.add(SECTION, name, "skip", "out of the section's time")
-            continue
-        config = base.replace(**changes)
-        figures = measure_step(config, device, x, targets, eval_images)
+
+    def variant(name: str, changes: dict) -> None:
+        if not budget.fits(report, SECTION, name, variant_cost(name, base_s)):
+            return
+        figures = measure_step(base.replace(**changes), device, x, targets, eval_images)
         results[name] = figures
         ratio = figures["train_img_per_s"] / main["train_img_per_s"]
         report.add(SECTION, name, "info", f"train {figures['train_img_per_s']:,.0f} img/s ({ratio:.2f}× b64 bf16), "
                    f"eval {figures['eval_img_per_s']:,.0f} img/s, peak {figures['peak_mem_mib']:,.0f} MiB"
                    + (f"; {figures['notes'][0]}" if figures.get("notes") else ""), **figures, vs_base=round(ratio, 3))
+
+    for name, changes in VARIANTS:
+        if name not in LAST:
+            variant(name, changes)
     if "batch 512" in results:
         gain = results["batch 512"]["train_img_per_s"] / main["train_img_per_s"]
         report.add(SECTION, "batch 64 vs saturation", "info",
                    f"batch 512 trains {gain:.2f}× the img/s of batch 64"
                    + (": several runs per process or per GPU would pay" if gain > 1.5 else
                       ": batch 64 is near saturation; packing runs gains little"), gain_b512_over_b64=round(gain, 3))
-    if bench_cli and time.monotonic() < deadline:
-        cmx_bench_cli(report, device)
+    if bench_cli and budget.fits(report, SECTION, f"cmx bench --device {device.type} --json", COST_S["cmx bench"]):
+        cmx_bench_cli(report, device, budget)
+    for name, changes in VARIANTS:
+        if name in LAST:
+            variant(name, changes)
 
 
-def profile_step(report, config: RunConfig, device: torch.device, images, labels, x, targets, gen, main: dict,
-                 deadline: float) -> None:
+def profile_step(report, config: RunConfig, device: torch.device, images, labels, x, targets, gen) -> None:
     """One chunk of the train loop (augment `chunk` batches, then `chunk` optimisation steps) under
     torch.profiler; per-step ms by kind, idle gaps against the same chunk's wall time without the profiler."""
-    if time.monotonic() > deadline:
-        report.add(SECTION, "profile of one step", "skip", "out of the section's time")
-        return
     bs = config.batch_size
     chunk = aug_chunk_batches(bs, images.shape[0])
     step, _ = cmx_train_step(config, device, x[:bs], targets[:bs])
@@ -193,16 +228,27 @@ def profile_step(report, config: RunConfig, device: torch.device, images, labels
     free_memory(device)
 
 
-def cmx_bench_cli(report, device: torch.device) -> None:
-    """`cmx bench --device cuda --json` as a user runs it: exit 0 and its three rates."""
+def cmx_bench_cli(report, device: torch.device, budget: Budget) -> None:
+    """`cmx bench --device cuda --json` as a user runs it: exit 0 and its three rates; stopped (with what it
+    started) at the section's deadline, which is a skip, not a failure."""
+    check = f"cmx bench --device {device.type} --json"
     cmd = [sys.executable, "-m", "cmx", "bench", "--device", device.type, "--json", "--steps", "10"]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        report.add(SECTION, "cmx bench --device cuda --json", "FAIL", f"exit {done.returncode}: {tail}")
+    with tempfile.TemporaryDirectory(prefix="cmx-gpu-bench-") as tmp:
+        out, err = Path(tmp) / "out", Path(tmp) / "err"
+        t0 = time.monotonic()
+        with open(out, "w") as fo, open(err, "w") as fe:
+            code = run_capped(cmd, budget.left() - 1, stdout=fo, stderr=fe)
+        stdout, stderr = out.read_text(), err.read_text()
+    if code == 124:
+        report.add(SECTION, check, "skip", f"{SKIP_PREFIX}: stopped at the section's deadline after "
+                   f"{time.monotonic() - t0:.0f} s")
         return
-    r = json.loads(done.stdout.strip().splitlines()[-1])
-    report.add(SECTION, "cmx bench --device cuda --json", "pass",
+    if code != 0:
+        tail = (stderr.strip().splitlines() or ["no output"])[-1]
+        report.add(SECTION, check, "FAIL", f"exit {code}: {tail}")
+        return
+    r = json.loads(stdout.strip().splitlines()[-1])
+    report.add(SECTION, check, "pass",
                f"aug {r['aug_img_per_s']:,.0f}, train {r['train_img_per_s']:,.0f}, eval {r['eval_img_per_s']:,.0f} "
                f"img/s, peak {r['peak_mem_mb']:,.0f} MB (amp {r['amp']}, sync-timed)",
                **{k: r[k] for k in ("aug_img_per_s", "train_img_per_s", "eval_img_per_s", "peak_mem_mb", "amp")})

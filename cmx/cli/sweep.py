@@ -37,7 +37,7 @@ def sweep(
     tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s per GPU for the GPU-hour projection")] = DEFAULT_TFLOPS,
     executor: Annotated[str, Opt("--executor", help="local | slurm | local-submitit | debug (the last two: submitit's local/in-process runners, for tests)")] = "local",
     rerun_failed: Annotated[bool, Opt("--rerun-failed", help="also launch runs that failed before (they resume from their checkpoint)")] = False,
-    gpus: Annotated[Optional[str], Opt("--gpus", metavar="0,1,...", help="local: GPUs to use, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per slot)")] = None,
+    gpus: Annotated[Optional[str], Opt("--gpus", metavar="0,1,...", help="local: GPUs to use, e.g. 0,1,2,3, counted among the visible ones (an inherited CUDA_VISIBLE_DEVICES is remapped); slots round-robin over them")] = None,
     per_gpu: Annotated[Optional[int], Opt("--per-gpu", help="local: runs sharing one GPU [default: 1]")] = None,
     workers: Annotated[Optional[int], Opt("--workers", help="local without --gpus: parallel CPU runs, splitting the cores [default: 1]")] = None,
     partition: Annotated[Optional[str], Opt("--partition", help="slurm: partition")] = None,

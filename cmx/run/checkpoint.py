@@ -1,8 +1,10 @@
 """Checkpoints that survive crashes: everything needed to continue a run bit-for-bit, written atomically.
 
 A checkpoint holds the model, optimizer, AMP scaler, the engine's chosen memory format and precision, the schedule position (epoch and step within it,
-plus the epoch's shuffling order when saved mid-epoch), the best accuracy, the per-epoch history and every
-RNG state (python, numpy, torch CPU and CUDA, and the explicit shuffle/augmentation generators). It is
+plus the epoch's shuffling order when saved mid-epoch), the best accuracy, the per-epoch history and the RNG
+states a run draws from (python, numpy, torch CPU, and the explicit shuffle/augmentation generators). Not
+the global CUDA RNG: cmx never draws from it (CUDA draws use the explicit augmentation generator), and saving
+it would create a CUDA context on every visible GPU and fail to restore where fewer GPUs are visible. It is
 serialised to memory first and then written with tmp + fsync + rename, so a full disk or a kill during
 the write leaves the previous checkpoint untouched.
 """
@@ -23,23 +25,18 @@ FILENAME = "checkpoint.pt"
 
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
-    state = {
+    return {
         "python": random.getstate(),
         "numpy": np.random.get_state(),
         "torch": torch.get_rng_state(),
         "generators": {name: g.get_state() for name, g in generators.items()},
     }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
 
 
 def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator]) -> None:
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    torch.set_rng_state(state["torch"])  # a "cuda" entry (checkpoints before 0.2) is ignored: see the docstring
     for name, g in generators.items():
         g.set_state(state["generators"][name])
 

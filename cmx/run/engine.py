@@ -8,7 +8,7 @@ the host during a step; the loop decides when to synchronise.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
@@ -37,12 +37,22 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` computes in bf16 natively (Ampere, compute capability 8.0, and later). Plain
+    `torch.cuda.is_bf16_supported()` also counts emulated bf16, which V100/T4 run far slower than fp16."""
+    try:
+        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+    except TypeError:  # a torch without the keyword
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA where supported, else fp16 (with a GradScaler); off on CPU (unless tuned, tune.py)."""
+    """auto: bf16 on CUDA GPUs that compute in it natively, else fp16 (with a GradScaler); off on CPU (unless
+    tuned, tune.py)."""
     if name == "auto":
         if device.type != "cuda":
             return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if native_bf16(device) else torch.float16
     return AMP_DTYPES[name]
 
 
@@ -60,12 +70,16 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.devi
     return torch.optim.AdamW(groups, lr=config.lr, eps=1e-3, **fast)
 
 
-def maybe_compile(model: torch.nn.Module, wanted: bool, say: Callable[[str], None]) -> torch.nn.Module:
-    """torch.compile when asked and the toolchain works here; otherwise eager, with a note."""
+def maybe_compile(model: torch.nn.Module, wanted: bool, say: Callable[[str], None],
+                  device: torch.device | None = None) -> torch.nn.Module:
+    """torch.compile when asked and the toolchain works for `device` (the probe compiles a tiny function
+    there: a CPU probe says nothing about Triton on a GPU); otherwise eager, with a note. A compile that
+    passes the probe can still fail on the model itself: Engine.step and forward_eval fall back then."""
     if not wanted:
         return model
+    device = device if device is not None else next(model.parameters()).device
     try:
-        torch.compile(lambda x: x * 2)(torch.ones(2))  # fails fast without a working compiler backend
+        torch.compile(lambda x: x * 2)(torch.ones(2, device=device))  # fails fast without a working backend
         return torch.compile(model)
     except Exception as err:  # backend/toolchain problems surface as many exception types
         say(f"note: --compile unavailable here ({type(err).__name__}); running eagerly")
@@ -106,6 +120,8 @@ class Engine:
     run_model: torch.nn.Module
     chosen_by: str = "flags"  # how the settings were chosen: "flags", "default", "probe" or "cached probe"
     conv_path: str = "stock"  # how the depthwise convolutions are computed on CPU (run/depthwise.py)
+    unproven: set[str] = field(default_factory=set)  # compiled calls not yet run once: "train", "eval"
+    say: Callable[[str], None] = print
 
     @classmethod
     def build(cls, config: RunConfig, device: torch.device | None = None, say: Callable[[str], None] = print,
@@ -130,7 +146,27 @@ class Engine:
         return engine
 
     def compile(self, say: Callable[[str], None] = print) -> None:
-        self.run_model = maybe_compile(self.model, self.config.compile, say)
+        self.run_model = maybe_compile(self.model, self.config.compile, say, self.device)
+        self.say = say
+        # the compiled graphs are built at the first train step and the first evaluation: each is watched once
+        self.unproven = {"train", "eval"} if self.run_model is not self.model else set()
+
+    def _first_call(self, kind: str, call: Callable[[], object]):
+        """`call()`; the first time for `kind` with a compiled model, a failure of the compiler (Triton
+        missing, an unsupported op) falls back to the eager model with a note and calls again. Nothing has
+        changed the weights by then: the step fails before the optimizer runs."""
+        if kind not in self.unproven:
+            return call()
+        try:
+            out = call()
+        except Exception as err:  # compiler failures surface as many exception types
+            self.say(f"note: --compile failed at the first {kind} call ({type(err).__name__}: "
+                      f"{str(err).splitlines()[0][:120] if str(err) else ''}); running eagerly")
+            self.run_model, self.unproven = self.model, set()
+            self.optimizer.zero_grad(set_to_none=True)
+            return call()
+        self.unproven.discard(kind)
+        return out
 
     # ------------------------------------------------------------------ training
     @property
@@ -144,18 +180,24 @@ class Engine:
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on an augmented batch x (B, 3, 32, 32) with soft targets (B, 10)."""
         x = x.contiguous(memory_format=self.memory_format)
-        return optimisation_step(self.run_model, self.model, self.optimizer, self.scaler, self.autocast, x,
-                                 targets, self.config.clip)
+        return self._first_call("train", lambda: optimisation_step(
+            self.run_model, self.model, self.optimizer, self.scaler, self.autocast, x, targets, self.config.clip))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
     def forward_eval(self, images: torch.Tensor) -> torch.Tensor:
         """Logits (float32) of uint8 images (B, 3, 32, 32), normalised as in training, in eval mode."""
-        self.run_model.eval()
-        with self.autocast:
-            logits = self.run_model(normalize(images).contiguous(memory_format=self.memory_format)).float()
-        self.run_model.train()
-        return logits
+        x = normalize(images).contiguous(memory_format=self.memory_format)
+
+        def run() -> torch.Tensor:
+            self.run_model.eval()
+            try:
+                with self.autocast:
+                    return self.run_model(x).float()
+            finally:
+                self.run_model.train()
+
+        return self._first_call("eval", run)
 
     @torch.no_grad()
     def evaluate(self, test_x: torch.Tensor, test_y: torch.Tensor) -> tuple[float, float]:
@@ -178,7 +220,10 @@ class Engine:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        self.scaler.load_state_dict(state["scaler"])
+        # amp is not in the run id, so a run may resume under another precision: a disabled scaler saves {},
+        # which an enabled one refuses (it then starts from its initial scale); a disabled one ignores any state
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
 
     def settings(self) -> dict:
         """The chosen settings as RunConfig values (kept in checkpoints, so a resumed run keeps them)."""

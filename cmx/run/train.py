@@ -280,8 +280,8 @@ def _finish(config: RunConfig, engine: Engine, state: TrainState, store: Results
         "finished": now_iso(), "provenance": {**provenance(engine.device), "engine": engine.describe()},
     }
     run_dir = store.run_dir(run_id)
-    buffer = io.BytesIO()
-    torch.save(engine.model.state_dict(), buffer)
+    buffer = io.BytesIO()  # CPU tensors: model.pt loads on any machine without map_location
+    torch.save({name: t.detach().cpu() for name, t in engine.model.state_dict().items()}, buffer)
     atomic_write_bytes(run_dir / "model.pt", buffer.getvalue())
     atomic_write_json(run_dir / "result.json", result)
     store.append_index_row(index_row(result))

@@ -4,6 +4,12 @@ Why one subprocess per run: a crash, an out-of-memory error or a divergence ends
 sweep; each run sees exactly the GPU its slot owns (CUDA_VISIBLE_DEVICES), writes its own log
 (DIR/runs/<id>/train.log) and resumes by itself (`cmx train` continues from the run's checkpoint).
 
+GPU slots: `--gpus 0,1` counts among the GPUs this process sees. Where CUDA_VISIBLE_DEVICES is inherited (a
+SLURM allocation, a machine lent with GPU 3 only, MIG instances named by UUID), index i is the i-th entry of
+that list, so a slot never escapes the allocation. Slots go round-robin over the GPUs (0,1,0,1), so fewer
+runs than slots still spread over every GPU. A run with `device: auto` in a GPU slot trains with
+`--device cuda`: a child that cannot see its GPU fails loudly instead of training on the CPU.
+
 Signals: children start in their own session, so a terminal's Ctrl-C reaches only the sweep, which
 forwards it exactly once (a second SIGINT makes `cmx train` exit at once, without saving). Each child then
 saves a checkpoint and exits 130; the sweep waits for them and exits 130, leaving every run resumable. If
@@ -26,7 +32,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import RunBusy
+from ..errors import RunBusy, UserError
 from ..run.results import ResultsDir, now_iso
 from .executors import (ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
                         trained_by, write_run_config)
@@ -57,10 +63,45 @@ class Slot:
     started: float = 0.0
 
 
-def make_slots(gpus: list[str] | None, per_gpu: int = 1, workers: int = 1) -> list[Slot]:
-    """`per_gpu` slots per listed GPU, else `workers` CPU slots."""
+def visible_gpus(environ=os.environ) -> list[str]:
+    """The GPUs this process sees, as CUDA_VISIBLE_DEVICES entries: the inherited list when there is one
+    (indices or GPU-/MIG- UUIDs), else "0".."n-1" from torch."""
+    inherited = environ.get("CUDA_VISIBLE_DEVICES")
+    if inherited is not None:
+        return [entry.strip() for entry in inherited.split(",") if entry.strip()]
+    # counted in a throwaway process: CUDA started here would put driver threads in the process that forks
+    # the children (start() uses a preexec_fn)
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"],
+                          capture_output=True, text=True, timeout=120)
+    count = int(done.stdout.strip() or 0) if done.returncode == 0 else 0
+    return [str(i) for i in range(count)]
+
+
+def map_gpus(requested: list[str], visible: list[str]) -> list[str]:
+    """`--gpus` entries → CUDA_VISIBLE_DEVICES values: an index i is the i-th visible GPU; a UUID is kept
+    (and must be in an inherited list of UUIDs). One-line UserError for a GPU that is not there."""
+    where = (f"{len(visible)} GPU(s) visible here" + (f" (CUDA_VISIBLE_DEVICES={','.join(visible)})"
+                                                       if "CUDA_VISIBLE_DEVICES" in os.environ else ""))
+    mapped = []
+    for gpu in requested:
+        if gpu.isdigit():
+            if int(gpu) >= len(visible):
+                raise UserError(f"--gpus {','.join(requested)}: there is no GPU {gpu}; {where}, numbered from 0")
+            mapped.append(visible[int(gpu)])
+        elif any(not v.isdigit() for v in visible) and gpu not in visible:
+            raise UserError(f"--gpus {','.join(requested)}: {gpu} is not among the {where}")
+        else:
+            mapped.append(gpu)
+    return mapped
+
+
+def make_slots(gpus: list[str] | None, per_gpu: int = 1, workers: int = 1,
+               visible: list[str] | None = None) -> list[Slot]:
+    """`per_gpu` slots per listed GPU, round-robin over the GPUs (0,1,0,1: the first runs land on different
+    GPUs), else `workers` CPU slots. `visible`: the GPUs to count in (default: visible_gpus())."""
     if gpus:
-        return [Slot(i, gpu) for i, gpu in enumerate(g for g in gpus for _ in range(per_gpu))]
+        mapped = map_gpus(gpus, visible_gpus() if visible is None else visible)
+        return [Slot(i, gpu) for i, gpu in enumerate(g for _ in range(per_gpu) for g in mapped)]
     return [Slot(i, None) for i in range(workers)]
 
 
@@ -100,6 +141,8 @@ class LocalExecutor:
         log_path = self.results.run_dir(run.run_id) / "train.log"
         cmd = [self.python, "-m", "cmx", "train", "--config", str(config_file),
                "--results", str(self.results.root), "--quiet"]
+        if slot.gpu is not None and run.config.device == "auto":
+            cmd += ["--device", "cuda"]  # never a silent CPU run in a GPU slot (device is not in the run id)
         with open(log_path, "a") as log:
             gpu = f", CUDA_VISIBLE_DEVICES={slot.gpu}" if slot.gpu is not None else ""
             log.write(f"=== cmx sweep {now_iso()}: slot {slot.index}{gpu}: {' '.join(cmd)}\n")
