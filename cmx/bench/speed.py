@@ -335,13 +335,15 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     eval_images = images[:opts.eval_batch_size]
     # the engine's settings, chosen once here (on CPU possibly by tune.py's probe) so that no probe runs
     # inside the timed or memory-measured phases below
-    amp_dtype, memory_format, chosen_by = choose_settings(config, device, say)
-    config = config.replace(channels_last=memory_format == torch.channels_last,
-                            amp=amp_name(amp_dtype))
+    chosen = choose_settings(config, device, say)
+    amp_dtype, chosen_by = chosen.amp_dtype, chosen.how
+    config = config.replace(channels_last=chosen.memory_format == torch.channels_last,
+                            amp=amp_name(amp_dtype), conv_path=chosen.conv_path)
     out: dict = {"device": str(device), "config": f"{config.h}/{config.d} p{config.p} k{config.k}",
                  "batch_size": bs, "eval_batch_size": len(eval_images), "steps": opts.steps,
                  "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
-                 "channels_last": config.channels_last, "settings_chosen_by": chosen_by, "compile": config.compile,
+                 "channels_last": config.channels_last, "conv_path": config.conv_path,
+                 "settings_chosen_by": chosen_by, "compile": config.compile,
                  "threads": torch.get_num_threads(), "aug_images": "real" if opts.data else "random"}
 
     _measure_steps(config, device, opts, x, targets, x_ref, eval_images, amp_dtype, out, say)

@@ -17,10 +17,10 @@ ROWS = (("aug", "augmentation (full paper recipe)", "img/s"), ("train", "train s
         ("eval", "inference", "img/s"))
 
 
-@config_options("h", "d", "p", "k", "batch_size", "device", "amp", "channels_last", "compile")
+@config_options("h", "d", "p", "k", "batch_size", "device", "amp", "channels_last", "conv_path", "compile")
 def bench(
     settings: dict,
-    tune: Annotated[bool, Opt("--tune", help="on CPU: time the memory formats and precisions left open, cache the fastest for `cmx train`, print them; measure nothing else")] = False,
+    tune: Annotated[bool, Opt("--tune", help="on CPU: time the memory formats, precisions and depthwise paths left open, cache the fastest for `cmx train`, print them; measure nothing else")] = False,
     threads: Annotated[Optional[int], Opt("--threads", help="torch intra-op CPU threads [default: torch's choice]")] = None,
     steps: Annotated[int, Opt("--steps", help="timed rounds per measurement (median reported)")] = 10,
     warmup: Annotated[int, Opt("--warmup", help="untimed steps first")] = 2,
@@ -71,7 +71,8 @@ def print_table(r: dict) -> None:
 
     ref = "reference_train_img_per_s" in r
     title = (f"cmx bench — ConvMixer-{r['config']}, batch {r['batch_size']}, {r['device']} ({r['threads']} threads), "
-             f"amp {r['amp']}, {'channels_last' if r['channels_last'] else 'NCHW'}{', compiled' if r['compile'] else ''}")
+             f"amp {r['amp']}, {'channels_last' if r['channels_last'] else 'NCHW'}"
+             f"{', conv ' + r['conv_path'] if r['device'] == 'cpu' else ''}{', compiled' if r['compile'] else ''}")
     table = Table(title=title)
     table.add_column("measured (median of rounds)")
     table.add_column("cmx", justify="right")

@@ -1,19 +1,24 @@
-"""The depthwise convolution of Eq. 2, with a faster weight gradient on CPU.
+"""The depthwise convolution of Eq. 2, computed on CPU by whichever path is fastest for its shape.
 
-Why: on CPU, oneDNN's depthwise weight gradient is the slowest kernel of a ConvMixer training step (about
-40% of a ConvMixer-64/4 p2 k5 step). The same gradient is a grouped convolution of each image-channel
-plane with its own output gradient:
+Why: on CPU the depthwise convolution's cost is not proportional to its FLOPs. oneDNN's depthwise kernel
+leaves its fast (JIT) path for some shapes — measured on an Intel Xeon with AMX (64 ch, 16², batch 128,
+fp32): at k15 (padding 7) NCHW forward takes 122 ms against 2.8 ms at k13, and the weight gradient
+84–121 ms against 27 ms — and its weight gradient is slow at every k ≥ 5 (6–27 ms, where the forward takes
+0.6–7 ms). The same three products are also convolutions that oneDNN's fast forward kernel computes:
 
-    dL/dW[c, i, j] = Σ_n Σ_{y,x} x[n, c, y + i − P, x + j − P] · g[n, c, y, x]
-                   = Σ_n conv2d(x viewed as (1, N·C, H, W), g viewed as (N·C, 1, H, W), padding P, groups N·C)
+    forward      y  = conv(pad(x), w)                                  (valid convolution, explicit padding)
+    input grad   dx = conv(pad'(g), flip(w))                           (pad' swaps the two sides' padding)
+    weight grad  dW[c] = Σ_n conv(pad(x)[n, c], g[n, c])               (x viewed as (1, N·C, H', W'),
+                                                                        g as (N·C, 1, H, W), groups N·C)
 
-which oneDNN's forward kernel computes 1.7–2.4× faster for k ≥ 5 (fwd + bwd of one layer, channels_last,
-measured on this machine: 64 ch 16² k5 at batch 128: 14.8 → 8.7 ms; 256 ch 32² k9 at batch 64: 264 → 110 ms;
-k15: 2.37 → 1.11 s; but k3: 29 → 64 ms, so k3 keeps the stock kernel). The input gradient stays oneDNN's.
-Forward, parameters and the maths are unchanged (gradients agree to float32 rounding; tests check it).
+Padding explicitly keeps every convolution at padding 0, where the fast kernel applies at every k (the
+k15 cliff is the padding, not the kernel). Which combination wins depends on the CPU, the layout, the
+precision and the shape, so `PATHS` names them and the CPU probe (tune.py) times each on the run's shape
+and picks one per machine and shape; CUDA (cuDNN) and inference always use `nn.Conv2d` as is.
 
-Only CPU float32 training with odd k ≥ 5 takes this path; CUDA (cuDNN), autocast, even k (asymmetric
-"same" padding) and inference use `nn.Conv2d` as is.
+The paths compute the same convolution: forward, input and weight gradients equal PyTorch's to float
+rounding (tests/test_depthwise.py). They differ in summation order, so a run's numbers depend (within
+rounding) on the path the probe chose; the path is kept in the checkpoint so a resumed run keeps it.
 """
 from __future__ import annotations
 
@@ -21,54 +26,109 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-FAST_MIN_KERNEL = 5  # measured: at k=3 the grouped form is slower than oneDNN's own weight gradient
+# name → (forward by explicit padding, input grad by explicit padding, weight grad as a grouped convolution)
+PATHS = {
+    "stock": None,                    # nn.Conv2d: oneDNN's kernels throughout
+    "wgrad": (False, False, True),    # oneDNN forward + input grad, weight grad as a grouped convolution
+    "padded": (True, True, True),     # all three as padding-0 convolutions
+    "padded-wgrad": (True, False, True),  # padded forward, oneDNN input grad, grouped weight grad
+}
+DEFAULT_PATH = "stock"
+
+
+def same_padding(k: int) -> tuple[int, int]:
+    """PyTorch's padding="same" for stride 1: (before, after); even k puts the extra one after."""
+    before = (k - 1) // 2
+    return before, k - 1 - before
+
+
+def _pad(t: torch.Tensor, before: int, after: int) -> torch.Tensor:
+    return F.pad(t, (before, after, before, after))
 
 
 class _DepthwiseConvCPU(torch.autograd.Function):
-    """y = depthwise conv2d(x, weight, bias), stride 1, symmetric 'same' padding (odd k)."""
+    """y = depthwise conv2d(x, weight, bias), stride 1, "same" padding, by the products `how` names."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias):
+    def forward(ctx, x, weight, bias, how):
+        pad_fwd, pad_gx, grouped_gw = how
+        c, k = weight.shape[0], weight.shape[-1]
+        before, after = same_padding(k)
         ctx.save_for_backward(x, weight)
-        return F.conv2d(x, weight, bias, padding=weight.shape[-1] // 2, groups=weight.shape[0])
+        ctx.how = how
+        if pad_fwd or before != after:
+            return F.conv2d(_pad(x, before, after), weight, bias, groups=c)
+        return F.conv2d(x, weight, bias, padding=before, groups=c)
 
     @staticmethod
     def backward(ctx, grad_y):
         x, weight = ctx.saved_tensors
+        _, pad_gx, grouped_gw = ctx.how
         n, c, h, w = x.shape
         k = weight.shape[-1]
-        pad = k // 2
+        before, after = same_padding(k)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            grad_x = torch.ops.aten.convolution_backward(
-                grad_y, x, weight, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], c, [True, False, False])[0]
+            if pad_gx or before != after:
+                grad_x = F.conv2d(_pad(grad_y, after, before), weight.flip(-1, -2), groups=c)
+            else:
+                grad_x = torch.ops.aten.convolution_backward(
+                    grad_y, x, weight, None, [1, 1], [before, before], [1, 1], False, [0, 0], c,
+                    [True, False, False])[0]
         if ctx.needs_input_grad[1]:
-            per_image = F.conv2d(x.contiguous().view(1, n * c, h, w), grad_y.contiguous().view(n * c, 1, h, w),
-                                 padding=pad, groups=n * c)  # (1, N·C, k, k)
-            grad_w = per_image.view(n, c, k, k).sum(0).unsqueeze(1)
+            if grouped_gw:
+                xp = _pad(x, before, after).contiguous()
+                per_image = F.conv2d(xp.view(1, n * c, h + k - 1, w + k - 1),
+                                     grad_y.contiguous().view(n * c, 1, h, w), groups=n * c)  # (1, N·C, k, k)
+                grad_w = per_image.view(n, c, k, k).sum(0).unsqueeze(1)
+            else:
+                grad_w = torch.ops.aten.convolution_backward(
+                    grad_y, _pad(x, before, after), weight, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c,
+                    [False, True, False])[1]
         if ctx.needs_input_grad[2]:
             grad_b = grad_y.sum((0, 2, 3))
-        return grad_x, grad_w, grad_b
+        return grad_x, grad_w, grad_b, None
 
 
-def _autocast_on(device_type: str) -> bool:
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype in force for `device_type`, or None when autocast is off."""
     try:
-        return torch.is_autocast_enabled(device_type)
+        on = torch.is_autocast_enabled(device_type)
     except TypeError:  # torch < 2.4 has no device argument
-        return device_type == "cpu" and torch.is_autocast_cpu_enabled()
+        on = device_type == "cpu" and torch.is_autocast_cpu_enabled()
+    if not on:
+        return None
+    try:
+        return torch.get_autocast_dtype(device_type)
+    except (AttributeError, TypeError):
+        return torch.get_autocast_cpu_dtype()
 
 
 class DepthwiseConv2d(nn.Conv2d):
     """nn.Conv2d(channels, channels, k, groups=channels, padding="same"): same parameters and outputs,
-    with the fast weight gradient above where it applies."""
+    computed on CPU by `self.path` (one of PATHS; the engine sets it from the probe)."""
 
-    def __init__(self, channels: int, kernel_size: int):
+    def __init__(self, channels: int, kernel_size: int, path: str = DEFAULT_PATH):
         super().__init__(channels, channels, kernel_size, groups=channels, padding="same")
+        self.path = path
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        k = self.kernel_size[0]
-        if (x.device.type == "cpu" and x.dtype == torch.float32 and torch.is_grad_enabled()
-                and k % 2 == 1 and k >= FAST_MIN_KERNEL and self.kernel_size[0] == self.kernel_size[1]
-                and not _autocast_on("cpu")):
-            return _DepthwiseConvCPU.apply(x, self.weight, self.bias)
-        return super().forward(x)
+        how = PATHS[self.path]
+        if how is None or x.device.type != "cpu" or not torch.is_grad_enabled():
+            return super().forward(x)
+        dtype = autocast_dtype("cpu")
+        if dtype is None:
+            return _DepthwiseConvCPU.apply(x, self.weight, self.bias, how)
+        # What autocast does to conv2d (cast inputs, weight and bias to its dtype), done here so the
+        # custom backward runs in that dtype too.
+        with torch.autocast("cpu", enabled=False):
+            return _DepthwiseConvCPU.apply(x.to(dtype), self.weight.to(dtype), self.bias.to(dtype), how)
+
+
+def set_path(model: nn.Module, path: str) -> None:
+    """Compute every depthwise convolution of `model` by `path`."""
+    if path not in PATHS:
+        raise ValueError(f"unknown depthwise path {path!r} (one of {', '.join(PATHS)})")
+    for module in model.modules():
+        if isinstance(module, DepthwiseConv2d):
+            module.path = path

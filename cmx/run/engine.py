@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from ..augment.pipeline import normalize, soft_target_cross_entropy
 from ..errors import UserError
 from .config import RunConfig
+from .depthwise import set_path
 from .model import build_model
 
 EVAL_BATCH = 500
@@ -117,7 +118,8 @@ class Engine:
     optimizer: torch.optim.AdamW
     scaler: torch.amp.GradScaler
     run_model: torch.nn.Module
-    chosen_by: str = "flags"  # how the memory format and precision were chosen: "flags", "default" or "probe"
+    chosen_by: str = "flags"  # how the settings were chosen: "flags", "default", "probe" or "cached probe"
+    conv_path: str = "stock"  # how the depthwise convolutions are computed on CPU (run/depthwise.py)
     unproven: set[str] = field(default_factory=set)  # compiled calls not yet run once: "train", "eval"
     say: Callable[[str], None] = print
 
@@ -130,12 +132,15 @@ class Engine:
         from .tune import choose_settings  # tune builds engines itself to probe
 
         device = device if device is not None else resolve_device(config.device)
-        amp_dtype, memory_format, chosen_by = choose_settings(config, device, say)
+        chosen = choose_settings(config, device, say)
+        amp_dtype, memory_format = chosen.amp_dtype, chosen.memory_format
         torch.manual_seed(config.seed)  # model init; everything after draws from explicit generators
         model = build_model(config).to(device, memory_format=memory_format)
+        set_path(model, chosen.conv_path)
         optimizer = make_optimizer(model, config, device)
         scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        engine = cls(config, device, amp_dtype, memory_format, model, optimizer, scaler, model, chosen_by)
+        engine = cls(config, device, amp_dtype, memory_format, model, optimizer, scaler, model, chosen.how,
+                     chosen.conv_path)
         if compile_now:
             engine.compile(say)
         return engine
@@ -223,9 +228,10 @@ class Engine:
     def settings(self) -> dict:
         """The chosen settings as RunConfig values (kept in checkpoints, so a resumed run keeps them)."""
         return {"device": self.device.type, "channels_last": self.memory_format == torch.channels_last,
-                "amp": amp_name(self.amp_dtype)}
+                "amp": amp_name(self.amp_dtype), "conv_path": self.conv_path}
 
     def describe(self) -> str:
         amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "fp32"
         layout = "channels_last" if self.memory_format == torch.channels_last else "NCHW"
-        return f"{self.device.type}, {amp}, {layout} ({self.chosen_by})"
+        conv = f", conv {self.conv_path}" if self.device.type == "cpu" else ""
+        return f"{self.device.type}, {amp}, {layout}{conv} ({self.chosen_by})"

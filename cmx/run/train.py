@@ -294,7 +294,7 @@ def _finish(config: RunConfig, engine: Engine, state: TrainState, store: Results
 
 
 def _keep_settings(config: RunConfig, saved: dict | None, device: torch.device) -> RunConfig:
-    """A resumed run keeps the memory format and precision it started with (on the same kind of device),
+    """A resumed run keeps the memory format, precision and depthwise path it started with (on the same kind of device),
     unless its flags now say otherwise: a CPU probe that would choose differently today cannot make a
     resumed run differ from an uninterrupted one."""
     kept = (saved or {}).get("engine")
@@ -305,6 +305,9 @@ def _keep_settings(config: RunConfig, saved: dict | None, device: torch.device) 
         changes["channels_last"] = kept["channels_last"]
     if config.amp == "auto":
         changes["amp"] = kept["amp"]
+    if config.conv_path == "auto":  # checkpoints from before the paths: the one fast path they had
+        old = "wgrad" if kept["amp"] == "off" and config.k % 2 == 1 and config.k >= 5 else "stock"
+        changes["conv_path"] = kept.get("conv_path", old)
     return config.replace(**changes)
 
 

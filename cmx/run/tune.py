@@ -8,7 +8,10 @@ and channels_last in fp32, plus bf16 autocast where the CPU has native bf16 (avx
 fastest wins. The answer is cached per machine (CPU model, threads, torch version) and model shape in
 $CMX_CACHE_DIR/cpu_settings.json (default ~/.cache/cmx), so the probe runs once per shape; `cmx bench
 --tune` runs it explicitly. The choice is not part of the run id (like --device). `CMX_CPU_TUNE=off` skips
-the probe (the defaults are then channels_last, fp32), which the test suite uses for determinism.
+the probe (the defaults are then channels_last, fp32 and `default_conv_path`), which the test suite uses
+for determinism. The probe also chooses, per candidate, how the depthwise convolution is computed
+(run/depthwise.py's PATHS): one depthwise layer's forward + backward is timed by each path first, and the
+candidate's step is timed with the fastest.
 On CUDA nothing is probed: bf16 autocast (fp16 without bf16) and channels_last are the known-good choice.
 """
 from __future__ import annotations
@@ -21,14 +24,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from ..cifar import IMAGE_SIZE
 from .config import RunConfig
+from .depthwise import PATHS, DepthwiseConv2d
 from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
+CONV_PROBE_STEPS = 2  # timed forward + backward calls of one depthwise layer per path (after one untimed)
 _LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
 
 def _amp(precision: str) -> str:
@@ -60,8 +67,9 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cache_key(config: RunConfig) -> str:
-    return (f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
-            f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm}norm, batch {config.batch_size}")
+    key = (f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+           f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm}norm, batch {config.batch_size}")
+    return key if config.conv_path == "auto" else f"{key}, conv {config.conv_path}"
 
 
 def candidates(config: RunConfig) -> list[tuple[str, str]]:
@@ -75,60 +83,122 @@ def candidates(config: RunConfig) -> list[tuple[str, str]]:
     return [(layout, precision) for precision in precisions for layout in layouts]
 
 
-def choose_settings(config: RunConfig, device: torch.device,
-                    say: Callable[[str], None]) -> tuple[torch.dtype | None, torch.memory_format, str]:
-    """(autocast dtype, memory format, how chosen) for a run of `config` on `device`."""
-    fixed = config.channels_last is not None and config.amp != "auto"
+@dataclass(frozen=True)
+class Settings:
+    """How a run's steps are computed on its device: autocast dtype (None = fp32), memory format, the CPU
+    depthwise convolution path (run/depthwise.py) and how they were chosen ("flags", "default", "probe",
+    "cached probe")."""
+
+    amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format
+    conv_path: str
+    how: str
+
+
+def choose_settings(config: RunConfig, device: torch.device, say: Callable[[str], None]) -> Settings:
+    """The settings for a run of `config` on `device`: flags first; on CPU, unset ones from the cached probe."""
+    conv_fixed = config.conv_path != "auto"
+    fixed = config.channels_last is not None and config.amp != "auto" and conv_fixed
     if device.type != "cpu" or fixed or os.environ.get("CMX_CPU_TUNE", "on") == "off":
-        how = "flags" if fixed else "default"
-        return resolve_amp(config.amp, device), resolve_memory_format(config.channels_last), how
+        memory_format = resolve_memory_format(config.channels_last)
+        conv = "stock" if device.type != "cpu" else (
+            config.conv_path if conv_fixed else default_conv_path(config.k, memory_format))
+        return Settings(resolve_amp(config.amp, device), memory_format, conv, "flags" if fixed else "default")
     options = candidates(config)
-    if len(options) == 1:
-        layout, precision = options[0]
-        return AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], "flags"
     cached = read_cache().get(cache_key(config))
-    if cached and (cached["layout"], cached["precision"]) in options:
-        layout, precision, how = cached["layout"], cached["precision"], "cached probe"
+    if cached and (cached["layout"], cached["precision"]) in options and "conv_path" in cached:
+        layout, precision, conv, how = cached["layout"], cached["precision"], cached["conv_path"], "cached probe"
     else:
-        (layout, precision), timings = probe_and_cache(config, options)
-        how = "probe"
-        say("cpu settings probe: " + ", ".join(f"{lay} {prec} {1000 * s:.0f} ms/step"
+        (layout, precision), timings, paths = probe_and_cache(config, options)
+        conv, how = paths[(layout, precision)], "probe"
+        say("cpu settings probe: " + ", ".join(f"{lay} {prec} (conv {paths[(lay, prec)]}) {1000 * s:.0f} ms/step"
                                                 for (lay, prec), s in timings.items()))
-    say(f"cpu settings: {layout}, {precision} ({how}; override with --channels-last/--no-channels-last, --amp)")
-    return AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], how
+    if len(options) == 1 and conv_fixed:
+        how = "flags"
+    say(f"cpu settings: {layout}, {precision}, conv {conv} ({how}; override with --channels-last/"
+        f"--no-channels-last, --amp, --conv-path)")
+    return Settings(AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], conv, how)
 
 
-def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str, str]:
+def default_conv_path(k: int, memory_format: torch.memory_format) -> str:
+    """The depthwise path when nothing is probed (CMX_CPU_TUNE=off): measured on an AMX Xeon and two AMD
+    EPYCs, oneDNN's own kernels win at k ≤ 3, the grouped weight gradient everywhere else, and NCHW from
+    k11 also needs the padded forward (oneDNN's NCHW forward leaves its fast kernel there on AVX2, at k15
+    on AVX-512)."""
+    if k <= 3:
+        return "stock"
+    if memory_format == torch.contiguous_format and k >= 11:
+        return "padded-wgrad"
+    return "wgrad"
+
+
+def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str, str, str]:
     """`cmx bench --tune`: probe every candidate left open by the flags (ignoring the cache), cache and say the
-    fastest. Returns (layout, precision)."""
+    fastest. Returns (layout, precision, conv path)."""
     from ..errors import UserError
     if resolve_device(config.device).type != "cpu":
         raise UserError("--tune chooses CPU settings; on CUDA cmx uses bf16 (else fp16) and channels_last")
-    best, timings = probe_and_cache(config, candidates(config))
+    best, timings, paths = probe_and_cache(config, candidates(config))
     for (layout, precision), seconds in sorted(timings.items(), key=lambda kv: kv[1]):
-        say(f"{layout:>13} {precision}: {1000 * seconds:8.1f} ms/step ({config.batch_size / seconds:,.1f} img/s)"
-            + ("   ← chosen" if (layout, precision) == best else ""))
+        say(f"{layout:>13} {precision} conv {paths[(layout, precision)]:<12}: {1000 * seconds:8.1f} ms/step "
+            f"({config.batch_size / seconds:,.1f} img/s)" + ("   ← chosen" if (layout, precision) == best else ""))
     say(f"cached for {cache_key(config)} in {cache_path()}")
-    return best
+    return (*best, paths[best])
 
 
 def probe_and_cache(config: RunConfig, options: list[tuple[str, str]]):
-    """Probe `options`, cache the fastest for this machine and shape; ((layout, precision), timings)."""
-    timings = probe_in_child(config, options)
+    """Probe `options`, cache the fastest for this machine and shape; ((layout, precision), timings, paths)."""
+    timings, paths = probe_in_child(config, options)
     best = min(timings, key=timings.get)
-    write_cache(cache_key(config), *best, timings)
-    return best, timings
+    write_cache(cache_key(config), *best, paths[best], timings)
+    return best, timings, paths
 
 
-def probe(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
-    """Median seconds per optimisation step of each candidate, on random data at the run's batch size."""
+def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[str, dict[str, float]]:
+    """The depthwise path (run/depthwise.py) whose forward + backward of one of the run's depthwise layers is
+    fastest here, in this layout and precision; (path, seconds per path). A path whose first call takes
+    over 3× the best so far is not timed further (oneDNN's slow kernels can take seconds a call)."""
+    size = IMAGE_SIZE // config.p  # the token grid after the patch embedding
+    gen = torch.Generator().manual_seed(0)
+    fmt = _LAYOUTS[layout]
+    x = torch.randn(config.batch_size, config.h, size, size, generator=gen).contiguous(memory_format=fmt)
+    grad = torch.randn(x.shape, generator=gen).contiguous(memory_format=fmt)
+    conv = DepthwiseConv2d(config.h, config.k).to(memory_format=fmt)
+    x.requires_grad_()
+    dtype = AMP_DTYPES[_amp(precision)]
+
+    def once() -> float:
+        start = time.perf_counter()
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            y = conv(x)
+        y.backward(grad.to(y.dtype))
+        x.grad = conv.weight.grad = conv.bias.grad = None
+        return time.perf_counter() - start
+
+    order = [default_conv_path(config.k, fmt)] + [p for p in PATHS if p != default_conv_path(config.k, fmt)]
+    timings: dict[str, float] = {}
+    for path in order:
+        conv.path = path
+        first = once()
+        if timings and first > 3 * min(timings.values()):
+            timings[path] = first
+            continue
+        timings[path] = min(once() for _ in range(CONV_PROBE_STEPS))
+    return min(timings, key=timings.get), timings
+
+
+def probe(config: RunConfig, options: list[tuple[str, str]]) -> tuple[dict, dict]:
+    """For each candidate: its depthwise path (the config's, or the fastest by `fastest_conv_path`) and the
+    median seconds per optimisation step with it, on random data at the run's batch size."""
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(config.batch_size, 3, 32, 32, generator=gen)
     targets = torch.softmax(torch.randn(config.batch_size, 10, generator=gen), 1)
-    timings = {}
+    timings, paths = {}, {}
     for layout, precision in options:
+        conv = (config.conv_path if config.conv_path != "auto"
+                else fastest_conv_path(config, layout, precision)[0])
         settings = config.replace(channels_last=layout == "channels_last", device="cpu", compile=False,
-                                  amp=_amp(precision))
+                                  amp=_amp(precision), conv_path=conv)
         engine = Engine.build(settings, torch.device("cpu"), say=lambda msg: None)
         times = []
         for i in range(PROBE_WARMUP + PROBE_STEPS):
@@ -137,17 +207,21 @@ def probe(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, 
             if i >= PROBE_WARMUP:
                 times.append(time.perf_counter() - start)
         timings[(layout, precision)] = statistics.median(times)
-    return timings
+        paths[(layout, precision)] = conv
+    return timings, paths
 
 
-def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> dict[tuple[str, str], float]:
+def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> tuple[dict, dict]:
     """`probe` in a child process, so that its models' memory and one-time costs stay out of the caller
     (whose peak memory `cmx bench` measures, and whose allocator keeps what it once held)."""
     payload = json.dumps({"config": {**config.to_dict(), "data": "-"}, "options": options})
     done = subprocess.run([sys.executable, "-m", "cmx.run.tune", payload], capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"cpu settings probe failed: {(done.stderr.strip().splitlines() or ['?'])[-1]}")
-    return {tuple(key.split(" ")): seconds for key, seconds in json.loads(done.stdout.splitlines()[-1]).items()}
+    found = json.loads(done.stdout.splitlines()[-1])
+    timings = {tuple(key.split(" ")): seconds for key, seconds in found["seconds"].items()}
+    paths = {tuple(key.split(" ")): path for key, path in found["conv_path"].items()}
+    return timings, paths
 
 
 def read_cache() -> dict:
@@ -157,12 +231,12 @@ def read_cache() -> dict:
         return {}
 
 
-def write_cache(key: str, layout: str, precision: str, timings: dict) -> None:
+def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: dict) -> None:
     """Best effort: an unwritable cache only means probing again next time."""
     from .results import atomic_write_json
 
     entries = read_cache()
-    entries[key] = {"layout": layout, "precision": precision,
+    entries[key] = {"layout": layout, "precision": precision, "conv_path": conv_path,
                     "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()}}
     try:
         cache_path().parent.mkdir(parents=True, exist_ok=True)
@@ -173,5 +247,6 @@ def write_cache(key: str, layout: str, precision: str, timings: dict) -> None:
 
 if __name__ == "__main__":  # the child of probe_in_child: one JSON line of seconds per step
     request = json.loads(sys.argv[1])
-    found = probe(RunConfig.from_dict(request["config"]), [tuple(o) for o in request["options"]])
-    print(json.dumps({f"{layout} {precision}": seconds for (layout, precision), seconds in found.items()}))
+    seconds, paths = probe(RunConfig.from_dict(request["config"]), [tuple(o) for o in request["options"]])
+    print(json.dumps({"seconds": {" ".join(key): value for key, value in seconds.items()},
+                      "conv_path": {" ".join(key): value for key, value in paths.items()}}))

@@ -1,0 +1,123 @@
+"""The training step across kernel sizes on CPU: ms per step and ms per GFLOP, per layout, before/after.
+
+Why: a CPU user's Table 8 sweep is a kernel scan, and oneDNN's depthwise kernels are not proportional to
+their FLOPs (run/depthwise.py). For each model shape, memory layout and k this builds two engines — the
+depthwise convolution by oneDNN's own kernels ("stock", what cmx did before the per-shape paths) and by
+the path the CPU probe chooses for the shape ("chosen", tune.fastest_conv_path) — and times their training
+steps interleaved round by round (the same background load hits both). The FLOPs are the analytic
+convolution + head FLOPs × 3 (forward + backward, sweep/estimate.py); "per-FLOP vs k9" divides each ms/GFLOP
+by k9's in the same column, so 1.00 means the step costs exactly its FLOP share.
+
+    python benchmarks/kernel_scan.py                                  # 64/4 p2 b128 and 256/8 p1 b64, fp32
+    python benchmarks/kernel_scan.py --shapes 64/4/2/128 --amp bf16 --ks 3,9,15 --rounds 5
+    python benchmarks/kernel_scan.py --threads 1 --cpu-time        # on a machine others are using
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cmx.bench.speed import cmx_train_step, interleaved  # noqa: E402
+from cmx.run.config import RunConfig  # noqa: E402
+from cmx.run.tune import fastest_conv_path  # noqa: E402
+from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
+
+PAPER_KS = (3, 5, 7, 8, 9, 11, 13, 15)  # Table 8's kernel sizes (8: its even one) and the odd ones between
+
+
+def cpu_flags() -> str:
+    """The instruction-set flags that decide oneDNN's kernels (lscpu)."""
+    try:
+        flags = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return "?"
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")
+    model = next((line.split(":", 1)[1].strip() for line in flags.splitlines() if line.startswith("Model name")), "?")
+    have = [f for f in wanted if f" {f} " in f" {flags} "]
+    return f"{model}; {' '.join(have)}"
+
+
+def interleaved_cpu_time(fns: dict, rounds: int) -> dict[str, list[float]]:
+    """As bench.speed.interleaved, timed by this process's CPU time: with one thread and other processes
+    on the machine, CPU seconds measure the work where wall seconds measure the scheduler."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            start = time.process_time()
+            fn()
+            times[name].append(time.process_time() - start)
+    return times
+
+
+def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: int,
+         cpu_time: bool = False) -> list[dict]:
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32, generator=gen)
+    targets = torch.softmax(torch.randn(batch, 10, generator=gen), 1)
+    rows = []
+    for k in ks:
+        base = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch, device="cpu", amp=amp,
+                         channels_last=layout == "channels_last", data="-")
+        chosen, _ = fastest_conv_path(base, layout, "fp32" if amp == "off" else amp)
+        steps = {"stock": cmx_train_step(base.replace(conv_path="stock"), torch.device("cpu"), x, targets)[0],
+                 "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0]}
+        for step in steps.values():  # warm-up
+            step()
+        times = interleaved_cpu_time(steps, rounds) if cpu_time else interleaved(steps, rounds, torch.device("cpu"))
+        gflop = TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9
+        row = {"k": k, "path": chosen, "gflop": gflop}
+        for name, seconds in times.items():
+            row[name] = 1000 * statistics.median(seconds)
+        rows.append(row)
+        print(f"  {h}/{d} p{p} b{batch} {layout:>13} {amp:>4} k{k:<2}  stock {row['stock']:8.1f} ms  "
+              f"chosen ({chosen}) {row['chosen']:8.1f} ms", flush=True)
+    return rows
+
+
+def table(shape: str, layout: str, amp: str, rows: list[dict]) -> str:
+    k9 = next((r for r in rows if r["k"] == 9), rows[0])
+    lines = [f"\n{shape}, {layout}, {amp}: ms/step (ms/GFLOP; per-FLOP vs k{k9['k']} in the same column)",
+             "| k | GFLOP/step | stock ms | stock ms/GF | stock ×k9 | chosen path | chosen ms | chosen ms/GF | chosen ×k9 |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    for r in rows:
+        per = {name: r[name] / r["gflop"] for name in ("stock", "chosen")}
+        rel = {name: per[name] / (k9[name] / k9["gflop"]) for name in per}
+        lines.append(f"| {r['k']} | {r['gflop']:.2f} | {r['stock']:.0f} | {per['stock']:.1f} | {rel['stock']:.2f} | "
+                     f"{r['path']} | {r['chosen']:.0f} | {per['chosen']:.1f} | {rel['chosen']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shapes", default="64/4/2/128,256/8/1/64", help="h/d/p/batch, comma-separated")
+    ap.add_argument("--ks", default=",".join(map(str, PAPER_KS)))
+    ap.add_argument("--layouts", default="channels_last,nchw")
+    ap.add_argument("--amp", default="off", choices=["off", "bf16"])
+    ap.add_argument("--rounds", type=int, default=3, help="timed steps per contender (median reported)")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time by process CPU time (use with --threads 1 on a loaded machine)")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ks = [int(k) for k in args.ks.split(",")]
+    print(f"cpu: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}; timed by "
+          f"{'process CPU time' if args.cpu_time else 'wall clock'}", flush=True)
+    out = []
+    for shape in args.shapes.split(","):
+        h, d, p, batch = (int(v) for v in shape.split("/"))
+        for layout in args.layouts.split(","):
+            rows = scan(h, d, p, batch, layout, args.amp, ks, args.rounds, args.cpu_time)
+            out.append(table(f"{h}/{d} p{p} batch {batch}", layout, args.amp, rows))
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
