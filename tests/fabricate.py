@@ -27,13 +27,18 @@ def make_run(
     wall_s: float = 3600.0,
     device_name: str = "NVIDIA A100-SXM4-40GB",
     git_commit: str = "abc1234",
-    git_dirty: bool = False,
+    git_dirty: bool | None = False,
+    source_sha256: str | None = "5ca1ab1e" * 8,
+    weights_sha256: str | None = None,
     torch_version: str = "2.4.0",
     host: str = OTHER_HOST,
     eval_every: int = 1,
     **changes,
 ) -> str:
-    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...)."""
+    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...).
+
+    `weights_sha256`: the final weights' hash; by default one unique to the run (no two runs learned the
+    same model), so give two runs the same value to fabricate arms that are identical."""
     cfg = RunConfig(data="data", eval_every=eval_every, **changes)
     run_id = cfg.run_id(dataset)
     run_dir = Path(root) / "runs" / run_id
@@ -59,7 +64,9 @@ def make_run(
             "run_id": run_id, "dataset": dataset, "config": cfg.to_dict(), "test_acc": test_acc,
             "best_test_acc": best, "best_epoch": best_epoch, "params": 706570, "epochs": cfg.epochs,
             "wall_s": wall_s, "img_per_s": 5000.0, "finished": "2025-01-02T00:00:00+0000", "seed": cfg.seed,
-            "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "torch": torch_version,
+            "weights_sha256": weights_sha256 or f"weights-of-{run_id}",
+            "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "source_sha256": source_sha256,
+                           "torch": torch_version,
                            "cuda": "12.1" if "NVIDIA" in device_name else None,
                            "device": "cuda" if "NVIDIA" in device_name else "cpu",
                            "device_name": device_name, "host": host},

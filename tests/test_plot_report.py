@@ -83,10 +83,22 @@ def test_report_content(study, cli):
         assert f"](plots/{name})" in text
         assert_png(root / "plots" / name)
     assert "- git commits: `abc1234` (11 runs), `abc1234 (dirty)` (1 run)" in text
-    assert "- uncommitted changes (dirty tree): 1 of 12 runs" in text
+    assert "- tree state at training (uncommitted changes to cmx): 11 clean, 1 dirty of 12 runs" in text
+    assert "- cmx source hashes (sha256 of the package's .py files): `5ca1ab1e5ca1` (12 runs)" in text
     assert "- devices: `NVIDIA A100-SXM4-40GB` (11 runs), `cpu: AMD EPYC 7763 64-Core Processor` (1 run)" in text
     assert "- torch versions: `2.4.0` (12 runs)" in text
     assert "1 run directory was unreadable and skipped" in text and ids["broken"][0] in text
+
+
+def test_report_counts_runs_without_a_commit_as_unknown(tmp_path, cli):
+    """A run trained outside a git checkout has no commit and no tree state: neither is "clean"."""
+    make_run(tmp_path, seed=0)
+    make_run(tmp_path, seed=1, git_commit=None, git_dirty=None, source_sha256=None)
+    assert cli("report", "--results", tmp_path).exit_code == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "- git commits: `abc1234` (1 run), `unknown` (1 run)" in text
+    assert "- tree state at training (uncommitted changes to cmx): 1 clean, 1 unknown of 2 runs" in text
+    assert "- cmx source hashes (sha256 of the package's .py files): `5ca1ab1e5ca1` (1 run), `unknown` (1 run)" in text
 
 
 def test_report_out_writes_elsewhere_with_its_plots_beside_it(study, cli, tmp_path):

@@ -8,7 +8,8 @@ stderr, one line each.
 
 Roles (cmx.roles: the paper rows a scaled-down run stands for, recorded by `cmx sweep` in roles.json) come
 along as two extra columns, `roles` and `role_sweeps` (tuples; empty for a run without a role), outside
-COLUMNS so `cmx runs` prints what it always did.
+COLUMNS so `cmx runs` prints what it always did; so does `weights_sha256` (EXTRA_COLUMNS: the hash of a
+finished run's final weights, which tells `cmx findings` that two arms learned the same model).
 """
 from __future__ import annotations
 
@@ -25,12 +26,13 @@ from ..run.config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
 from ..run.results import STATES, ResultsDir, read_json
 
-PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")  # as provenance.py writes
+PROVENANCE_FIELDS = ("git_commit", "git_dirty", "source_sha256", "torch", "cuda", "device_name", "host")  # as provenance.py writes
 COLUMNS = (
     ("run_id", "dataset", "state") + IDENTITY_FIELDS
     + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
        "device", "summary") + PROVENANCE_FIELDS + ("holder",)  # holder: who trains a running run
 )
+EXTRA_COLUMNS = ("weights_sha256",)
 # Names of GPUs as torch.cuda.get_device_name() prints them, for results whose provenance lacks a device
 # type (the config's device may just say "auto").
 _GPU_NAME = re.compile(r"nvidia|tesla|geforce|quadro|rtx|gtx|\b[avhlt]\d{2,3}\b|radeon|instinct|cuda|gpu", re.I)
@@ -58,7 +60,7 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
             warnings.warn(f"skipping {skipped[-1]}", SkippedRun, stacklevel=2)
         else:
             rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
+    frame = pd.DataFrame(rows, columns=list(COLUMNS) + list(EXTRA_COLUMNS))
     for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     frame.attrs["skipped"] = skipped
@@ -139,6 +141,7 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         summary=cfg.summary(),
         **{name: prov.get(name) for name in PROVENANCE_FIELDS},
         holder=_holder(run_dir) if state == "running" else None,
+        weights_sha256=result.get("weights_sha256"),
     )
     return row
 

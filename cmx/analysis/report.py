@@ -73,10 +73,15 @@ def provenance_lines(runs: pd.DataFrame) -> list[str]:
     done = runs[runs["state"] == "done"]
     if done.empty:
         return ["No finished runs yet."]
-    commits = done.assign(label=done["git_commit"].fillna("unknown").astype(str).str[:10]
-                          + done["git_dirty"].map({True: " (dirty)"}).fillna(""))
-    lines = [f"- git commits: {_counts(commits['label'])}",
-             f"- uncommitted changes (dirty tree): {int((done['git_dirty'] == True).sum())} of {len(done)} runs",  # noqa: E712
+    # A run without a recorded commit (not trained from a git checkout, or before commits were recorded)
+    # is "unknown", never counted as clean: only a known commit has a known tree state.
+    dirty = done["git_dirty"].map({True: "dirty", False: "clean"}).where(done["git_commit"].notna(), "unknown")
+    commits = done["git_commit"].fillna("unknown").astype(str).str[:10] + dirty.map({"dirty": " (dirty)"}).fillna("")
+    states = ", ".join(f"{(dirty == s).sum()} {s}" for s in ("clean", "dirty", "unknown") if (dirty == s).any())
+    lines = [f"- git commits: {_counts(commits)}",
+             f"- tree state at training (uncommitted changes to cmx): {states} of {len(done)} runs",
+             f"- cmx source hashes (sha256 of the package's .py files): "
+             f"{_counts(done['source_sha256'].dropna().astype(str).str[:12].reindex(done.index))}",
              f"- devices: {_counts(done['device_name'])}",
              f"- torch versions: {_counts(done['torch'])}",
              f"- hosts: {_counts(done['host'])}"]
