@@ -32,6 +32,9 @@ from ..run.config import eq4_params
 from ..errors import UserError
 
 METRICS = {"final": "test_acc", "best": "best_test_acc"}
+# Per-run tuples (seed order) a tabulated row carries beside its mean: tuple column → runs column.
+PER_RUN = {"seeds": "seed", "weights": "weights_sha256", "curves": "curve_sha256", "converge": "converge_epochs",
+           "params": "params"}
 FORMATS = ("markdown", "csv", "latex")
 TABLES = ("7", "8", "all")
 ACTIVE = ("running", "interrupted", "failed")  # shown as "<state> e/E" on rows without a finished run
@@ -84,7 +87,8 @@ def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: in
             "paper_acc": prow.acc, "mean": math.nan, "std": math.nan, "n": 0, "delta": math.nan,
             "ci_low": math.nan, "ci_high": math.nan, "reproduced": None, "epochs": None,
             "lr": None, "batch_size": None, "status": "pending", "marks": "", "n_hidden": 0, "run_ids": (),
-            "stand_in": "", "role_sweeps": (), "hidden_scale": False,
+            "stand_in": "", "role_sweeps": (), "hidden_scale": False, "values": (),
+            **{name: () for name in PER_RUN},
         }
         mine = groups[groups["row"] == prow.row_id]
         if epochs is not None:
@@ -158,8 +162,10 @@ def aggregate(runs: pd.DataFrame, column: str, by: tuple[str, ...] = ("key",)) -
                             + (["role_sweeps"] if sweeps else []))
     grouped = done.sort_values("seed").groupby([*by, "epochs", "lr", "batch_size"], as_index=False)
     extra = {"role_sweeps": ("role_sweeps", lambda s: tuple(dict.fromkeys(w for ws in s for w in ws)))} if sweeps else {}
+    # per run, in seed order: what cmx findings pairs by seed and checks for identical arms
+    extra.update({name: (source, tuple) for name, source in PER_RUN.items() if source in done})
     return grouped.agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
-                       run_ids=("run_id", tuple), summary=("summary", "first"), **extra)
+                       run_ids=("run_id", tuple), summary=("summary", "first"), values=(column, tuple), **extra)
 
 
 def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
@@ -188,7 +194,8 @@ def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
     record = {"mean": mean, "std": std, "n": n, "epochs": int(budget), "lr": float(chosen["lr"]),
               "batch_size": int(chosen["batch_size"]), "status": "", "marks": marks, "n_hidden": n_hidden,
               "run_ids": tuple(chosen["run_ids"]), "stand_in": chosen["stand_in"],
-              "role_sweeps": tuple(chosen.get("role_sweeps", ())),
+              "role_sweeps": tuple(chosen.get("role_sweeps", ())), "values": tuple(chosen["values"]),
+              **{name: tuple(chosen.get(name, ())) for name in PER_RUN},
               "hidden_scale": bool((groups["stand_in"] != chosen["stand_in"]).any())}
     if n >= 2 and math.isfinite(std):
         half = t_quantile(n) * std / math.sqrt(n)
