@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from cmx.run.results import now_iso
-from cmx.run.config import RunConfig
+from cmx.run.config import RunConfig, eq4_params
 
 OTHER_HOST = "gpu-node-7"  # a 'running' status from another host is trusted without a pid check
 
@@ -33,6 +33,8 @@ def make_run(
     torch_version: str = "2.4.0",
     host: str = OTHER_HOST,
     eval_every: int = 1,
+    train_images: int = 50000,
+    test_images: int = 10000,
     **changes,
 ) -> str:
     """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...).
@@ -62,7 +64,8 @@ def make_run(
         best_epoch = max((row for row in curve if row[5] != ""), key=lambda row: row[5])[0]
         _write_json(run_dir / "result.json", {
             "run_id": run_id, "dataset": dataset, "config": cfg.to_dict(), "test_acc": test_acc,
-            "best_test_acc": best, "best_epoch": best_epoch, "params": 706570, "epochs": cfg.epochs,
+            "best_test_acc": best, "best_epoch": best_epoch, "params": eq4_params(cfg.h, cfg.d, cfg.p, cfg.k),
+            "images": {"train": train_images, "test": test_images}, "epochs": cfg.epochs,
             "wall_s": wall_s, "img_per_s": 5000.0, "finished": "2025-01-02T00:00:00+0000", "seed": cfg.seed,
             "weights_sha256": weights_sha256 or f"weights-of-{run_id}",
             "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "source_sha256": source_sha256,

@@ -204,13 +204,18 @@ def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
 
 
 def finish(tab: pd.DataFrame) -> pd.DataFrame:
-    """Add Δ and the ✓/✗ verdict (paper value inside our CI) to a tabulate() frame."""
+    """Add Δ, the trained models' parameter count and the ✓/✗ verdict (paper value inside our CI) to a
+    tabulate() frame. A stand-in row gets no verdict: its accuracy is another model's, not the paper's
+    number reproduced (cmx findings compares its effects instead)."""
     tab = tab.copy()
     tab["delta"] = tab["mean"] - tab["paper_acc"]
     inside = (tab["ci_low"] <= tab["paper_acc"]) & (tab["paper_acc"] <= tab["ci_high"])
-    tab["reproduced"] = [bool(ok) if n >= 2 and math.isfinite(lo) else None
-                         for ok, n, lo in zip(inside, tab["n"], tab["ci_low"])]
-    return tab
+    stand_in = tab["stand_in"].astype(bool) if "stand_in" in tab else pd.Series(False, index=tab.index)
+    tab["reproduced"] = [bool(ok) if n >= 2 and math.isfinite(lo) and not scaled else None
+                         for ok, n, lo, scaled in zip(inside, tab["n"], tab["ci_low"], stand_in)]
+    params = tab["params"] if "params" in tab else pd.Series([()] * len(tab), index=tab.index)
+    tab["params_trained_k"] = [round(p[0] / 1000) if p and p[0] == p[0] else None for p in params]
+    return tab.astype({"params_trained_k": "Int64"})
 
 
 def other_runs(runs: pd.DataFrame, dataset: str, metric: str, tab: pd.DataFrame) -> pd.DataFrame:
@@ -258,6 +263,8 @@ def _int(value) -> str:
 
 
 def _verdict(row) -> str:
+    if row["n"] and row.get("stand_in"):
+        return "n/a §"  # another model's accuracy: nothing of the paper's to reproduce
     return {True: "✓", False: "✗"}.get(row["reproduced"], "—" if row["n"] else "")
 
 
@@ -283,7 +290,7 @@ TABLE8_COLUMNS = (
     Column("p", lambda r: str(r["p"])),
     Column("k", lambda r: str(r["k"])),
     Column("Params (×10³) paper", lambda r: _int(r["params_paper_k"])),
-    Column("ours", lambda r: str(r["params_eq4_k"])),
+    Column("ours (trained)", lambda r: _int(r.get("params_trained_k"))),
     Column("Weight decay", lambda r: format_wd(r["wd"])),
 ) + TABLE7_COLUMNS[1:]
 OTHER_COLUMNS = (
@@ -296,7 +303,7 @@ OTHER_COLUMNS = (
     Column("Note", lambda r: r["note"], "l"),
 )
 STAND_IN_COLUMN = Column("Stand-in", lambda r: r.get("stand_in") or "", "l")  # only in blocks that have one
-CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k",
+CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k", "params_trained_k",
                "paper_acc", "mean", "std", "n", "delta", "ci_low", "ci_high", "reproduced", "epochs",
                "lr", "batch_size", "status", "marks", "stand_in")
 
@@ -389,7 +396,9 @@ def _header_lines(tables: Tables) -> list[str]:
     metric = "final" if tables.metric == "final" else "best (over epochs)"
     lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs, {tables.n_done} finished). "
              f"Ours: {metric} test accuracy, mean ± sample std over n seeds; Δ = ours − paper; "
-             f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2)."]
+             f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2); "
+             f"n/a for a scaled stand-in (§), whose accuracy is another model's. Params: the paper's, and "
+             f"those of the models we trained."]
     if tables.dataset != "cifar10":
         lines.append(f"Note: `{tables.dataset}` is not the official CIFAR-10 training set (a subset or a "
                      "different copy), so these numbers are not directly comparable with the paper's.")
