@@ -206,3 +206,24 @@ def findings_study(root: Path) -> None:
     seeds(93.5, k=3)
     seeds(95.5, at=(3, 4, 5), k=5)
     make_run(root, k=7, test_acc=95.6)
+
+
+def mini_study(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> list[str]:
+    """The mini study (sweeps/mini/study.yaml) as fabricated finished runs with its roles.json: every
+    planned run, at a made-up but deterministic accuracy (45-60%, from its run id), on 10,000/2,000 images.
+    Returns the run ids."""
+    import hashlib
+
+    from cmx.sweep.plan import make_plan, record_roles
+
+    study = Path(__file__).resolve().parents[1] / "sweeps" / "mini" / "study.yaml"
+    plan = make_plan(study, root, overrides=["data=/nonexistent"], seeds=list(seeds))  # dataset 'cifar10'
+    changes = ("h", "d", "p", "k", "norm", "act", "residual", "scaling", "flip", "randaug", "mixup", "erasing",
+               "clip", "lr", "wd", "epochs", "batch_size", "seed")
+    for run in plan.runs:
+        draw = int(hashlib.sha256(run.run_id.encode()).hexdigest()[:8], 16) / 16 ** 8
+        make_run(root, dataset=run.dataset, test_acc=round(45 + 15 * draw, 2), wall_s=600.0 + 10 * run.config.d,
+                 device_name="cpu: AMD EPYC 7763 64-Core Processor", train_images=10000, test_images=2000,
+                 **{name: getattr(run.config, name) for name in changes})
+    record_roles(plan)
+    return [run.run_id for run in plan.runs]

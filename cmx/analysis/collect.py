@@ -11,7 +11,8 @@ along as two extra columns, `roles` and `role_sweeps` (tuples; empty for a run w
 COLUMNS so `cmx runs` prints what it always did; so do EXTRA_COLUMNS, what `cmx findings` needs of a
 finished run beyond its accuracy: `weights_sha256` (the hash of its final weights) and `curve_sha256` (of
 its epochs.csv without timings), which tell that two arms learned the same model, and `converge_epochs`,
-the epoch at which its test accuracy first reached CONVERGE_FRACTION of its final accuracy.
+the epoch at which its test accuracy first reached CONVERGE_FRACTION of its final accuracy; and for the
+report, `train_images` and `test_images` (the data sizes, for the test set's binomial error).
 """
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ COLUMNS = (
     + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
        "device", "summary") + PROVENANCE_FIELDS + ("holder",)  # holder: who trains a running run
 )
-EXTRA_COLUMNS = ("weights_sha256", "curve_sha256", "converge_epochs")
+EXTRA_COLUMNS = ("weights_sha256", "curve_sha256", "converge_epochs", "train_images", "test_images")
 CONVERGE_FRACTION = 0.9  # "converges": reaches 90% of the final test accuracy
 CHANCE = 10.0  # test accuracy (%) of an untrained 10-class model: the curve's start at epoch 0
 # Names of GPUs as torch.cuda.get_device_name() prints them, for results whose provenance lacks a device
@@ -146,6 +147,7 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         **{name: prov.get(name) for name in PROVENANCE_FIELDS},
         holder=_holder(run_dir) if state == "running" else None,
         weights_sha256=result.get("weights_sha256"),
+        train_images=(result.get("images") or {}).get("train"), test_images=(result.get("images") or {}).get("test"),
         **(_curve_facts(run_dir, result.get("test_acc")) if state == "done" else {}),
     )
     return row

@@ -279,7 +279,7 @@ TABLE7_COLUMNS = (
     Column("Ablation", lambda r: r["label"], "l"),
     Column("Paper (%)", lambda r: f"{r['paper_acc']:.2f}"),
     Column("Ours (%)", format_ours),
-    Column("Δ", lambda r: _num(r["delta"], "+.2f")),
+    Column("Δ", lambda r: "—" if r["n"] and r.get("stand_in") else _num(r["delta"], "+.2f")),  # § : another model
     Column("Reproduced", _verdict),
     Column("n", lambda r: str(r["n"])),
     Column("epochs", lambda r: _int(r["epochs"])),
@@ -397,7 +397,7 @@ def _header_lines(tables: Tables) -> list[str]:
     lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs, {tables.n_done} finished). "
              f"Ours: {metric} test accuracy, mean ± sample std over n seeds; Δ = ours − paper; "
              f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2); "
-             f"n/a for a scaled stand-in (§), whose accuracy is another model's. Params: the paper's, and "
+             f"for a scaled stand-in (§), whose accuracy is another model's, neither Δ nor a verdict. Params: the paper's, and "
              f"those of the models we trained."]
     if tables.dataset != "cifar10":
         lines.append(f"Note: `{tables.dataset}` is not the official CIFAR-10 training set (a subset or a "
