@@ -123,7 +123,7 @@ class PartFinding:
     budget: str = ""  # the shared budget, or what differs
     why: str = ""  # for not run / not comparable / not testable: what is missing, different or identical
     p: float = math.nan  # one-sided p of the decision (or of the nearer one when inconclusive)
-    holm: bool | None = None  # decided and survives Holm over the family (None: not tested)
+    holm: bool | None = None  # a decided verdict survives Holm over the family (None: undecided or not tested)
     pooled: str = ""  # the verdict with one pooled seed σ for every configuration
     seeds_needed: int | None = None  # inconclusive: seeds per row that would decide at this effect and spread
 
@@ -237,7 +237,8 @@ def evaluate(tab: pd.DataFrame, claims: tuple[Claim, ...] = claims_mod.CLAIMS,
     def finish(part: PartFinding) -> PartFinding:
         if id(part) not in survive:
             return part
-        return dataclasses.replace(part, holm=survive[id(part)] and part.verdict in (HOLDS, CONTRADICTED),
+        decided = part.verdict in (HOLDS, CONTRADICTED)
+        return dataclasses.replace(part, holm=survive[id(part)] if decided else None,
                                    pooled=_pooled_verdict(part, pooled))
 
     return [Finding(f.claim, tuple(finish(p) for p in f.parts)) for f in found]
