@@ -249,12 +249,8 @@ def _pooled_verdict(part: PartFinding, pooled: tuple[float, float, int] | None) 
     c = part.comparison
     if pooled is None or c.metric != "acc":
         return ""
-    _, sigma, df = pooled
-    from scipy import stats as st
-
-    half = float(st.t.ppf(1 - stats.ALPHA, df)) * sigma * math.sqrt(sum(w * w / s.n for w, s in zip(c.weights, part.sides)))
-    sign = 1.0 if (c.paper_effect or 0) >= 0 else -1.0
-    return stats.decide(c.kind, part.effect - half, part.effect + half, c.by, MARGIN, sign)
+    low, high = stats.pooled_interval(part.effect, c.weights, [s.n for s in part.sides], *pooled[1:])
+    return stats.decide(c.kind, low, high, c.by, MARGIN, 1.0 if (c.paper_effect or 0) >= 0 else -1.0)
 
 
 def pooled_variance(tab: pd.DataFrame) -> tuple[float, float, int] | None:

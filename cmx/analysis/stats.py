@@ -179,3 +179,11 @@ def homogeneity(groups: list[tuple[float, ...]]) -> tuple[float, float, int] | N
     spread = [v for g in groups for v in g]
     p = float(stats.levene(*groups, center="median").pvalue) if max(spread) > min(spread) else 1.0
     return p, pooled, df
+
+
+def pooled_interval(effect: float, weights: tuple[float, ...], ns: list[int], sigma: float, df: int) -> tuple[float, float]:
+    """The 95% interval of a contrast if every row had the pooled seed σ (with the pooled df)."""
+    from scipy import stats
+
+    half = float(stats.t.ppf(1 - ALPHA, df)) * sigma * math.sqrt(sum(w * w / n for w, n in zip(weights, ns)))
+    return effect - half, effect + half
