@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from cmx.run.results import now_iso
-from cmx.run.config import RunConfig
+from cmx.run.config import RunConfig, eq4_params
 
 OTHER_HOST = "gpu-node-7"  # a 'running' status from another host is trusted without a pid check
 
@@ -27,13 +27,20 @@ def make_run(
     wall_s: float = 3600.0,
     device_name: str = "NVIDIA A100-SXM4-40GB",
     git_commit: str = "abc1234",
-    git_dirty: bool = False,
+    git_dirty: bool | None = False,
+    source_sha256: str | None = "5ca1ab1e" * 8,
+    weights_sha256: str | None = None,
     torch_version: str = "2.4.0",
     host: str = OTHER_HOST,
     eval_every: int = 1,
+    train_images: int = 50000,
+    test_images: int = 10000,
     **changes,
 ) -> str:
-    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...)."""
+    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...).
+
+    `weights_sha256`: the final weights' hash; by default one unique to the run (no two runs learned the
+    same model), so give two runs the same value to fabricate arms that are identical."""
     cfg = RunConfig(data="data", eval_every=eval_every, **changes)
     run_id = cfg.run_id(dataset)
     run_dir = Path(root) / "runs" / run_id
@@ -57,9 +64,12 @@ def make_run(
         best_epoch = max((row for row in curve if row[5] != ""), key=lambda row: row[5])[0]
         _write_json(run_dir / "result.json", {
             "run_id": run_id, "dataset": dataset, "config": cfg.to_dict(), "test_acc": test_acc,
-            "best_test_acc": best, "best_epoch": best_epoch, "params": 706570, "epochs": cfg.epochs,
+            "best_test_acc": best, "best_epoch": best_epoch, "params": eq4_params(cfg.h, cfg.d, cfg.p, cfg.k),
+            "images": {"train": train_images, "test": test_images}, "epochs": cfg.epochs,
             "wall_s": wall_s, "img_per_s": 5000.0, "finished": "2025-01-02T00:00:00+0000", "seed": cfg.seed,
-            "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "torch": torch_version,
+            "weights_sha256": weights_sha256 or f"weights-of-{run_id}",
+            "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "source_sha256": source_sha256,
+                           "torch": torch_version,
                            "cuda": "12.1" if "NVIDIA" in device_name else None,
                            "device": "cuda" if "NVIDIA" in device_name else "cpu",
                            "device_name": device_name, "host": host},
@@ -133,51 +143,87 @@ def small_study(root: Path) -> dict[str, list[str]]:
     return ids
 
 
-FINDINGS_SPREAD = 0.2  # each row's seeds are mean − 0.2, mean, mean + 0.2: sample std exactly 0.2
+FINDINGS_SPREAD = 0.2
+# Seed offsets of a row's three runs (seeds 0, 1, 2 unless said): every pattern has sample std 0.2, and the
+# per-seed difference of two rows with different patterns (A − B, B − C, A − C) is the effect plus
+# (−0.2, −0.2, 0.4) in some order: mean 0, sd √0.12 = 0.34641, so se = 0.2 exactly.
+PATTERNS = {"A": (-0.2, 0.0, 0.2), "B": (0.0, 0.2, -0.2), "C": (0.2, -0.2, 0.0)}
 
 
 def findings_study(root: Path) -> None:
-    """The fixture behind tests/golden/findings_small.md: one claim (at least) per verdict.
+    """The fixture behind tests/golden/findings_small.md: one claim (at least) per verdict and method.
 
-    Every row with three seeds has them at mean ± 0.2 (sample std 0.2), so each comparison of two such
-    rows has se = 0.2·√(2/3) = 0.163299, Welch df = 4 exactly, t(0.975, 4) = 2.776445 and a 95% interval
-    of effect ± 0.453391. Means (256/8 p1 k9 unless said):
-      Baseline 95.8; LayerNorm 94.5 (BN − LN = 1.3 [0.847, 1.753] → holds)
-      − erasing 96.5 (Baseline − it = −0.7 [−1.153, −0.247] → contradicted)
-      − RandAug 92.9 (2.9 [2.447, 3.353] straddles the claimed 3 → inconclusive)
-      − scaling 90.0 (5.8 [5.347, 6.253] > 3 → holds); − mixup 95.8 (0.0 [−0.453, 0.453] > −0.5 → holds)
-      ReLU 96.9 (GELU − ReLU = −1.1 [−1.553, −0.647] < −0.5 → contradicted)
-      − clipping: one seed, 88.0 → needs ≥2 seeds (point effect +7.8)
+    Paired (both rows seeds 0, 1, 2, different patterns): se = 0.2, df = 2, t(0.975, 2) = 4.302653,
+    95% interval effect ± 0.860531. Welch (one row at seeds 3, 4, 5): se = 0.2·√(2/3) = 0.163299, df = 4,
+    t(0.975, 4) = 2.776445, interval ± 0.453391. Means (256/8 p1 k9 unless said), pattern in brackets:
+      Baseline 95.8 [A]; LayerNorm 94.5 [B] (BN − LN = 1.3 [0.439, 2.161] → holds, paired)
+      − erasing 97.0 [B] (Baseline − it = −1.2 [−2.061, −0.339], the paper's rows say +0.64 → contradicted)
+      − RandAug 92.9 [B] (2.9 [2.039, 3.761] straddles the claimed 3 → inconclusive)
+      − scaling 90.0 [C] (5.8 > 3 → holds); − mixup 95.8 at seeds 3-5 (Welch 0.0 ± 0.453: on the line)
+      ReLU 95.6 at seeds 3-5 (GELU − ReLU = 0.2 [−0.253, 0.653], Welch: pokes out of ±0.5 → inconclusive;
+        5 seeds per row would decide: t(0.975, 8)·0.2·√(2/5) = 0.2917 < 0.3 while n = 4 gives 0.3461)
+      − residual Eq. 2: 95.6 [C] (0.2 ± 0.861, paired TOST → inconclusive; 8 seeds would decide)
+      + residual Eq. 3: one seed, 94.0 → needs ≥2 seeds
+      − clipping: the baseline's runs again (same accuracies and weight hashes per seed) → not testable
       wd 1e-2: running 3/200 → not run; 256/24 k3: nothing → not run
       256/10 k3: three seeds at 50 epochs only → not comparable (epochs 200 vs 50)
-      p = 2 (k9) 95.0, p = 4 93.0, p = 8 86.0 → chain 0.8, 2.0, 7.0, all hold → holds
-      p = 2 kernels: k3 94.0, k5 95.0 (k5 − k3 = 1.0 → holds); k7 95.1 (≈ k5: 0.1 [−0.353, 0.553] →
-        inconclusive), k9 95.0 (0.0 → holds), k11 96.0 (1.0 [0.547, 1.453] → contradicted) → contradicted
-      128 (p1 k8): d4 91.0, d8 93.0, d12 92.0 → d12 > d8 contradicted → chain contradicted
-      256 (p1 k8): d4 93.0, d8 95.0, d12 95.9, d16 96.0 → d16 > d12 0.1 inconclusive → chain inconclusive
+      p = 2 (k9) 94.8 [B], p = 4 93.0 [C], p = 8 86.0 [A] → chain 1.0, 1.8, 7.0, all hold → holds
+      p = 2 kernels: k3 94.0 [A], k5 95.0 [C] (k5 − k3 = 1.0 → holds); k7 95.1 [A] (0.1 → inconclusive),
+        k9 is p = 2's 94.8 (−0.2 → inconclusive), k11 96.5 [B] (1.5 [0.639, 2.361] → contradicted)
+      p = 1 kernels: k3 93.5 [A]; k5 95.5 at seeds 3-5 (k5 − k3 = 2.0, Welch → holds); k7 one seed 95.6
+        (k7 > k5 needs ≥2 seeds); k15 not run
+      kernel × patch: (95.5 − 93.5) − (95.0 − 94.0) = 1.0, Welch over four rows: se = 0.2·√(4/3) =
+        0.230940, df = 8, t(0.975, 8) = 2.306004 → [0.467, 1.533] → holds
+      128 (p1 k8): d4 91.0 [A], d8 93.0 [B], d12 92.0 [C] → d12 > d8 contradicted → chain contradicted
+      256 (p1 k8): d4 93.0 [B], d8 95.0 [C], d12 95.9 [A], d16 96.0 [B], d20 not run
       width: 256 − 128 at d 4, 8, 12 = 2.0, 2.0, 3.9 → holds
-      p1 kernels: k5 one seed 95.2, k7 one seed 95.6 → k7 ≥ k5 needs ≥2 seeds (+0.4); k3, k15 not run
     """
-    def seeds(mean: float, **changes) -> None:
-        for seed, acc in enumerate((mean - FINDINGS_SPREAD, mean, mean + FINDINGS_SPREAD)):
-            make_run(root, seed=seed, test_acc=round(acc, 4), **changes)
+    def seeds(mean: float, pattern: str = "A", at: tuple[int, ...] = (0, 1, 2), **changes) -> None:
+        for seed, offset in zip(at, PATTERNS[pattern]):
+            make_run(root, seed=seed, test_acc=round(mean + offset, 4), **changes)
 
-    seeds(95.8)
-    seeds(94.5, norm="layer")
-    seeds(96.5, erasing=False)
-    seeds(92.9, randaug=False)
-    seeds(90.0, scaling=False)
-    seeds(95.8, mixup=False)
-    seeds(96.9, act="relu")
-    make_run(root, clip=False, test_acc=88.0)
+    seeds(95.8, weights_sha256=None)
+    for seed, offset in zip((0, 1, 2), PATTERNS["A"]):  # − clipping: the baseline's model again
+        make_run(root, seed=seed, clip=False, test_acc=round(95.8 + offset, 4),
+                 weights_sha256=f"weights-of-{RunConfig(data='data', seed=seed).run_id('cifar10')}")
+    seeds(94.5, "B", norm="layer")
+    seeds(97.0, "B", erasing=False)
+    seeds(92.9, "B", randaug=False)
+    seeds(90.0, "C", scaling=False)
+    seeds(95.8, at=(3, 4, 5), mixup=False)
+    seeds(95.6, at=(3, 4, 5), act="relu")
+    seeds(95.6, "C", residual="none")
+    make_run(root, residual="both", test_acc=94.0)
     make_run(root, wd=1e-2, state="running", epoch=3)
     seeds(94.0, d=10, k=3, epochs=50)
-    for p, mean in ((2, 95.0), (4, 93.0), (8, 86.0)):
-        seeds(mean, p=p)
-    for k, mean in ((3, 94.0), (5, 95.0), (7, 95.1), (11, 96.0)):
-        seeds(mean, p=2, k=k)
-    for h, d, mean in ((128, 4, 91.0), (128, 8, 93.0), (128, 12, 92.0),
-                       (256, 4, 93.0), (256, 8, 95.0), (256, 12, 95.9), (256, 16, 96.0)):
-        seeds(mean, h=h, d=d, k=8)
-    make_run(root, k=5, test_acc=95.2)
+    for p, mean, pattern in ((2, 94.8, "B"), (4, 93.0, "C"), (8, 86.0, "A")):
+        seeds(mean, pattern, p=p)
+    for k, mean, pattern in ((3, 94.0, "A"), (5, 95.0, "C"), (7, 95.1, "A"), (11, 96.5, "B")):
+        seeds(mean, pattern, p=2, k=k)
+    for h, d, mean, pattern in ((128, 4, 91.0, "A"), (128, 8, 93.0, "B"), (128, 12, 92.0, "C"),
+                                (256, 4, 93.0, "B"), (256, 8, 95.0, "C"), (256, 12, 95.9, "A"), (256, 16, 96.0, "B")):
+        seeds(mean, pattern, h=h, d=d, k=8)
+    seeds(93.5, k=3)
+    seeds(95.5, at=(3, 4, 5), k=5)
     make_run(root, k=7, test_acc=95.6)
+
+
+def mini_study(root: Path, seeds: tuple[int, ...] = (0, 1, 2)) -> list[str]:
+    """The mini study (sweeps/mini/study.yaml) as fabricated finished runs with its roles.json: every
+    planned run, at a made-up but deterministic accuracy (45-60%, from its run id), on 10,000/2,000 images.
+    Returns the run ids."""
+    import hashlib
+
+    from cmx.sweep.plan import make_plan, record_roles
+
+    study = Path(__file__).resolve().parents[1] / "sweeps" / "mini" / "study.yaml"
+    plan = make_plan(study, root, overrides=["data=/nonexistent"], seeds=list(seeds))  # dataset 'cifar10'
+    changes = ("h", "d", "p", "k", "norm", "act", "residual", "scaling", "flip", "randaug", "mixup", "erasing",
+               "clip", "lr", "wd", "epochs", "batch_size", "seed")
+    for run in plan.runs:
+        draw = int(hashlib.sha256(run.run_id.encode()).hexdigest()[:8], 16) / 16 ** 8
+        make_run(root, dataset=run.dataset, test_acc=round(45 + 15 * draw, 2), wall_s=600.0 + 10 * run.config.d,
+                 device_name="cpu: AMD EPYC 7763 64-Core Processor", train_images=10000, test_images=2000,
+                 **{name: getattr(run.config, name) for name in changes})
+    record_roles(plan)
+    return [run.run_id for run in plan.runs]

@@ -11,7 +11,7 @@ from cmx.cli.results import format_seconds
 from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 
-from fabricate import make_run, small_study
+from fabricate import make_run, mini_study, small_study
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -83,10 +83,22 @@ def test_report_content(study, cli):
         assert f"](plots/{name})" in text
         assert_png(root / "plots" / name)
     assert "- git commits: `abc1234` (11 runs), `abc1234 (dirty)` (1 run)" in text
-    assert "- uncommitted changes (dirty tree): 1 of 12 runs" in text
+    assert "- tree state at training (uncommitted changes to cmx): 11 clean, 1 dirty of 12 runs" in text
+    assert "- cmx source hashes (sha256 of the package's .py files): `5ca1ab1e5ca1` (12 runs)" in text
     assert "- devices: `NVIDIA A100-SXM4-40GB` (11 runs), `cpu: AMD EPYC 7763 64-Core Processor` (1 run)" in text
     assert "- torch versions: `2.4.0` (12 runs)" in text
     assert "1 run directory was unreadable and skipped" in text and ids["broken"][0] in text
+
+
+def test_report_counts_runs_without_a_commit_as_unknown(tmp_path, cli):
+    """A run trained outside a git checkout has no commit and no tree state: neither is "clean"."""
+    make_run(tmp_path, seed=0)
+    make_run(tmp_path, seed=1, git_commit=None, git_dirty=None, source_sha256=None)
+    assert cli("report", "--results", tmp_path).exit_code == 0
+    text = (tmp_path / "REPORT.md").read_text()
+    assert "- git commits: `abc1234` (1 run), `unknown` (1 run)" in text
+    assert "- tree state at training (uncommitted changes to cmx): 1 clean, 1 unknown of 2 runs" in text
+    assert "- cmx source hashes (sha256 of the package's .py files): `5ca1ab1e5ca1` (1 run), `unknown` (1 run)" in text
 
 
 def test_report_out_writes_elsewhere_with_its_plots_beside_it(study, cli, tmp_path):
@@ -183,3 +195,47 @@ def test_load_runs_warns_once_per_broken_dir(study):
     skipped = [w for w in caught if issubclass(w.category, SkippedRun)]
     assert len(skipped) == 1 and ids["broken"][0] in str(skipped[0].message)
     assert len(runs) == 13
+
+
+# ---------------------------------------------------------------------- a scaled study: stand-ins said as such
+@pytest.fixture(scope="module")
+def scaled(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    mini_study(root)
+    runs = collect.load_runs(root)
+    return root, runs, table.build(runs, "cifar10")
+
+
+def test_stand_in_plots_show_effects_and_name_the_trained_models(scaled):
+    _, _, tables = scaled
+    fig = plot.kernel_figure(tables.tab, "sub")
+    ax = fig.axes[0]
+    assert "ours 64/4 p2, 64/4 p4" in ax.get_title() and "relative to k = 9" in ax.get_title()
+    labels = ax.get_legend_handles_labels()[1]
+    assert "ours: 64/4 p2 (for p = 1)" in labels and "ours: 64/4 p4 (for p = 2)" in labels
+    assert ax.get_ylabel() == "accuracy − the series' k = 9 row (points)"
+    fig = plot.params_figure(tables.tab, "sub")
+    ax = fig.axes[0]
+    assert ax.get_xscale() == "log" and "ours: 64/d p2 (for h = 256)" in ax.get_legend_handles_labels()[1]
+    k9 = tables.tab[(tables.tab["section"] == "width_depth") & (tables.tab["h"] == 256)]
+    xs = {round(x) for line in ax.get_lines() for x in line.get_xdata()}
+    assert set(k9["params_trained_k"].astype(int)) <= xs  # ours at the parameters we trained (19k-87k)
+    fig = plot.ablation_figure(tables.tab, "sub")
+    ax = fig.axes[0]
+    assert "ablation − baseline, ours (64/4 p2) beside the paper's" in ax.get_title()
+    assert len(ax.get_yticklabels()) == 9  # every ablation, the baseline is the zero line
+
+
+def test_report_says_what_was_trained_and_is_deterministic(scaled, tmp_path):
+    root, runs, tables = scaled
+    from cmx.analysis import report
+
+    first = report.write_report(root, runs, tables, tmp_path / "a" / "r.md").read_text()
+    again = report.write_report(root, collect.load_runs(root), tables, tmp_path / "b" / "r.md").read_text()
+    assert first == again and "Generated" in first and ":" not in first.split("\n")[2][:40]  # no date or time
+    acc = runs["test_acc"].median() / 100
+    se = 100 * (acc * (1 - acc) / 2000) ** 0.5  # binomial error of one model on 2,000 test images
+    assert f"10,000 training and 2,000 test images" in first and f"standard error of {se:.2f} points" in first
+    assert "**width ×1/4, depth ×1/2, patch ×2** (33 rows); width ×1/4, depth ×4/5, patch ×2 for 256/10 p1 k3 wd 0" in first
+    assert "the models trained have 7k–89k parameters" in first
+    assert "| Baseline                 |     95.88 |" in first and "n/a §" in first and "✗" not in first

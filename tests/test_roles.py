@@ -82,7 +82,7 @@ def test_included_files_keep_their_own_paper(tmp_path):
 
 def test_the_mini_study_stands_for_the_paper_rows_with_the_run_ids_of_its_files_without_paper(tmp_path):
     study = make_plan(MINI / "study.yaml", tmp_path / "r")
-    assert len(study.runs) == 87 and all(r.roles for r in study.runs)  # 29 configurations × 3 seeds
+    assert len(study.runs) == 96 and all(r.roles for r in study.runs)  # 32 configurations × 3 seeds
     rows = rows_of(study)
     assert rows["64/4 p2 k9 wd=0.01 epochs=8 batch_size=128 seed=0"] == ["table8:weight_decay:256/8 p1 k9 wd 0.01"]
     assert rows["64/4 p2 k5 epochs=8 batch_size=128 seed=1"] == ["table8:kernel:256/8 p1 k5 wd 0"]
@@ -90,6 +90,8 @@ def test_the_mini_study_stands_for_the_paper_rows_with_the_run_ids_of_its_files_
     assert rows["64/4 p16 k9 epochs=8 batch_size=128 seed=2"] == ["table8:patch:256/8 p8 k9 wd 0"]
     assert rows["64/8 p2 k3 epochs=8 batch_size=128 seed=0"] == ["text:ConvMixer-256/10 k3 (params matched to k9)"]
     assert rows["64/4 p2 k9 -randaug epochs=8 batch_size=128 seed=0"] == ["table7:- RandAug"]
+    assert rows["64/4 p2 k9 residual=none epochs=8 batch_size=128 seed=2"] == ["table7:- Residual in Eq. 2"]
+    assert rows["64/10 p2 k8 epochs=8 batch_size=128 seed=1"] == ["table8:width_depth:256/20 p1 k8 wd 0"]
 
     def plain(x):  # the loader's line-remembering containers → plain YAML, `paper:` dropped
         if isinstance(x, dict):
@@ -284,7 +286,8 @@ def test_markdown_csv_and_latex_show_the_stand_in(tabled, capsys):
     out = capsys.readouterr().out
     cells = {c[3]: c for c in ([x.strip() for x in line.strip()[1:-1].split("|")] for line in out.splitlines()
                                 if line.startswith("| 256 | 8 | 1 |"))}  # Kernel adjustments, by k
-    assert cells["5"][8:] == ["52.50 ± 0.71*†§", "-42.69", "✗", "2", "8", "64/4 p2 k5"]
+    assert cells["5"][8:] == ["52.50 ± 0.71*†§", "—", "n/a §", "2", "8", "64/4 p2 k5"]  # no verdict
+    assert cells["5"][4:6] == ["592", "26"]  # params: the paper's 256/8 k5, and the 64/4 p2 k5 we trained
     assert cells["3"][8:] == ["93.00", "-0.61", "—", "1", "200", ""]  # its own config: no stand-in
     assert "§ scaled stand-in: our runs are another configuration, in the Stand-in column" in out
     assert "(sweeps: relabelled)." in out  # Table 7's footnote, then Table 8's (rows in paper order)
@@ -296,7 +299,7 @@ def test_markdown_csv_and_latex_show_the_stand_in(tabled, capsys):
     assert frame[frame["k"] == 5].iloc[0][["stand_in", "marks", "epochs"]].tolist() == ["64/4 p2 k5", "*†§", 8]
     assert main(["table", "--format", "latex", "--table", "8", "--results", str(root)]) == 0
     latex = capsys.readouterr().out
-    assert r"52.50 $\pm$ 0.71$^*$$^\dagger$\S{} & -42.69 & $\times$ & 2 & 8 & 64/4 p2 k5 \\" in latex
+    assert r"52.50 $\pm$ 0.71$^*$$^\dagger$\S{} & -- & n/a \S{} & 2 & 8 & 64/4 p2 k5 \\" in latex
 
 
 def test_roles_for_rows_the_paper_does_not_have_are_ignored_with_a_warning(tmp_path):

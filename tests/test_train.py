@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
-from cmx.run import train as train_module
+from cmx.run import provenance, train as train_module
 from cmx.run.stop import StopRequest
 from cmx.augment.pipeline import augment_batches
 from cmx.cli.app import main
@@ -50,9 +50,23 @@ def test_a_run_writes_the_documented_results(tiny_config, tmp_path):
     assert result["params"] == 8 * (1 * (9 + 8 + 6) + 3 * 16 + 13) + 10
     prov = result["provenance"]
     assert prov["torch"] == torch.__version__ and prov["device"] == "cpu" and "git_commit" in prov
+    assert prov["source_sha256"] == provenance.source_sha256() and len(prov["source_sha256"]) == 64
+    assert result["images"] == {"train": 320, "test": 64}
+    assert result["weights_sha256"] == provenance.weights_sha256(torch.load(run_dir / "model.pt"))
     assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
     index = pd.read_csv(tmp_path / "runs.csv")
     assert list(index["run_id"]) == [result["run_id"]]
+
+
+def test_source_hash_traces_a_copy_of_the_package_without_git(tmp_path):
+    """A wheel or a copied tree has no commit; its source hash still says which code trained the run."""
+    import shutil
+
+    copy = tmp_path / "site-packages" / "cmx"
+    shutil.copytree(provenance.PACKAGE_DIR, copy, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    assert provenance.source_sha256(copy) == provenance.source_sha256()
+    (copy / "run" / "model.py").write_text((copy / "run" / "model.py").read_text() + "# edited\n")
+    assert provenance.source_sha256(copy) != provenance.source_sha256()
 
 
 def test_it_learns_on_separable_tiny_data(tiny_config, tmp_path):

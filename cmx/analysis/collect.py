@@ -8,7 +8,11 @@ stderr, one line each.
 
 Roles (cmx.roles: the paper rows a scaled-down run stands for, recorded by `cmx sweep` in roles.json) come
 along as two extra columns, `roles` and `role_sweeps` (tuples; empty for a run without a role), outside
-COLUMNS so `cmx runs` prints what it always did.
+COLUMNS so `cmx runs` prints what it always did; so do EXTRA_COLUMNS, what `cmx findings` needs of a
+finished run beyond its accuracy: `weights_sha256` (the hash of its final weights) and `curve_sha256` (of
+its epochs.csv without timings), which tell that two arms learned the same model, and `converge_epochs`,
+the epoch at which its test accuracy first reached CONVERGE_FRACTION of its final accuracy; and for the
+report, `train_images` and `test_images` (the data sizes, for the test set's binomial error).
 """
 from __future__ import annotations
 
@@ -25,12 +29,15 @@ from ..run.config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
 from ..run.results import STATES, ResultsDir, read_json
 
-PROVENANCE_FIELDS = ("git_commit", "git_dirty", "torch", "cuda", "device_name", "host")  # as provenance.py writes
+PROVENANCE_FIELDS = ("git_commit", "git_dirty", "source_sha256", "torch", "cuda", "device_name", "host")  # as provenance.py writes
 COLUMNS = (
     ("run_id", "dataset", "state") + IDENTITY_FIELDS
     + ("epoch", "test_acc", "best_test_acc", "best_epoch", "params", "wall_s", "img_per_s", "finished",
        "device", "summary") + PROVENANCE_FIELDS + ("holder",)  # holder: who trains a running run
 )
+EXTRA_COLUMNS = ("weights_sha256", "curve_sha256", "converge_epochs", "train_images", "test_images")
+CONVERGE_FRACTION = 0.9  # "converges": reaches 90% of the final test accuracy
+CHANCE = 10.0  # test accuracy (%) of an untrained 10-class model: the curve's start at epoch 0
 # Names of GPUs as torch.cuda.get_device_name() prints them, for results whose provenance lacks a device
 # type (the config's device may just say "auto").
 _GPU_NAME = re.compile(r"nvidia|tesla|geforce|quadro|rtx|gtx|\b[avhlt]\d{2,3}\b|radeon|instinct|cuda|gpu", re.I)
@@ -58,8 +65,8 @@ def load_runs(root: str | Path | None = None) -> pd.DataFrame:
             warnings.warn(f"skipping {skipped[-1]}", SkippedRun, stacklevel=2)
         else:
             rows.append(row)
-    frame = pd.DataFrame(rows, columns=list(COLUMNS))
-    for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch"):
+    frame = pd.DataFrame(rows, columns=list(COLUMNS) + list(EXTRA_COLUMNS))
+    for name in ("test_acc", "best_test_acc", "wall_s", "img_per_s", "params", "best_epoch", "converge_epochs"):
         frame[name] = pd.to_numeric(frame[name], errors="coerce").astype(float)
     frame.attrs["skipped"] = skipped
     return _with_roles(frame, rd.root)
@@ -139,8 +146,43 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         summary=cfg.summary(),
         **{name: prov.get(name) for name in PROVENANCE_FIELDS},
         holder=_holder(run_dir) if state == "running" else None,
+        weights_sha256=result.get("weights_sha256"),
+        train_images=(result.get("images") or {}).get("train"), test_images=(result.get("images") or {}).get("test"),
+        **(_curve_facts(run_dir, result.get("test_acc")) if state == "done" else {}),
     )
     return row
+
+
+def _curve_facts(run_dir: Path, final: float) -> dict:
+    """curve_sha256 and converge_epochs of a finished run (None each when epochs.csv is unusable)."""
+    import hashlib
+
+    curve = load_curve(run_dir, quiet=True)
+    if curve is None or curve.empty:
+        return {}
+    learned = curve[[c for c in curve.columns if c != "seconds"]]  # timings differ between identical runs
+    digest = hashlib.sha256(learned.to_csv(index=False, lineterminator="\n").encode()).hexdigest()
+    return {"curve_sha256": digest, "converge_epochs": epochs_to_fraction(curve, final, CONVERGE_FRACTION)}
+
+
+def epochs_to_fraction(curve: pd.DataFrame, final: float, fraction: float) -> float | None:
+    """The (fractional) epoch at which test accuracy first reaches `fraction` × `final`.
+
+    Linear between evaluated epochs, starting from chance at epoch 0, so two runs that both get there
+    within epoch 2 still differ (1.3 vs 1.8) instead of tying at 2: with 8-epoch runs whole epochs are
+    too coarse to compare convergence speed. None when the curve has no evaluations."""
+    points = curve.dropna(subset=["test_acc"])
+    if points.empty or not _finite(final):
+        return None
+    target = fraction * final
+    prev_epoch, prev_acc = 0.0, CHANCE
+    for epoch, acc in zip(points["epoch"].astype(float), points["test_acc"].astype(float)):
+        if acc >= target:
+            if prev_acc >= target:  # a final accuracy near chance: "reached" from the start
+                return prev_epoch
+            return prev_epoch + (epoch - prev_epoch) * (target - prev_acc) / (acc - prev_acc)
+        prev_epoch, prev_acc = epoch, acc
+    return float(points["epoch"].iloc[-1])
 
 
 def _holder(run_dir: Path) -> str | None:

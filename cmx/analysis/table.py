@@ -32,6 +32,9 @@ from ..run.config import eq4_params
 from ..errors import UserError
 
 METRICS = {"final": "test_acc", "best": "best_test_acc"}
+# Per-run tuples (seed order) a tabulated row carries beside its mean: tuple column → runs column.
+PER_RUN = {"seeds": "seed", "weights": "weights_sha256", "curves": "curve_sha256", "converge": "converge_epochs",
+           "params": "params"}
 FORMATS = ("markdown", "csv", "latex")
 TABLES = ("7", "8", "all")
 ACTIVE = ("running", "interrupted", "failed")  # shown as "<state> e/E" on rows without a finished run
@@ -84,7 +87,8 @@ def tabulate(runs: pd.DataFrame, dataset: str, metric: str = "final", epochs: in
             "paper_acc": prow.acc, "mean": math.nan, "std": math.nan, "n": 0, "delta": math.nan,
             "ci_low": math.nan, "ci_high": math.nan, "reproduced": None, "epochs": None,
             "lr": None, "batch_size": None, "status": "pending", "marks": "", "n_hidden": 0, "run_ids": (),
-            "stand_in": "", "role_sweeps": (), "hidden_scale": False,
+            "stand_in": "", "role_sweeps": (), "hidden_scale": False, "values": (),
+            **{name: () for name in PER_RUN},
         }
         mine = groups[groups["row"] == prow.row_id]
         if epochs is not None:
@@ -158,8 +162,10 @@ def aggregate(runs: pd.DataFrame, column: str, by: tuple[str, ...] = ("key",)) -
                             + (["role_sweeps"] if sweeps else []))
     grouped = done.sort_values("seed").groupby([*by, "epochs", "lr", "batch_size"], as_index=False)
     extra = {"role_sweeps": ("role_sweeps", lambda s: tuple(dict.fromkeys(w for ws in s for w in ws)))} if sweeps else {}
+    # per run, in seed order: what cmx findings pairs by seed and checks for identical arms
+    extra.update({name: (source, tuple) for name, source in PER_RUN.items() if source in done})
     return grouped.agg(mean=(column, "mean"), std=(column, "std"), n=(column, "count"),
-                       run_ids=("run_id", tuple), summary=("summary", "first"), **extra)
+                       run_ids=("run_id", tuple), summary=("summary", "first"), values=(column, tuple), **extra)
 
 
 def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
@@ -188,7 +194,8 @@ def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
     record = {"mean": mean, "std": std, "n": n, "epochs": int(budget), "lr": float(chosen["lr"]),
               "batch_size": int(chosen["batch_size"]), "status": "", "marks": marks, "n_hidden": n_hidden,
               "run_ids": tuple(chosen["run_ids"]), "stand_in": chosen["stand_in"],
-              "role_sweeps": tuple(chosen.get("role_sweeps", ())),
+              "role_sweeps": tuple(chosen.get("role_sweeps", ())), "values": tuple(chosen["values"]),
+              **{name: tuple(chosen.get(name, ())) for name in PER_RUN},
               "hidden_scale": bool((groups["stand_in"] != chosen["stand_in"]).any())}
     if n >= 2 and math.isfinite(std):
         half = t_quantile(n) * std / math.sqrt(n)
@@ -197,13 +204,18 @@ def _choose(groups: pd.DataFrame, epochs: int | None) -> dict:
 
 
 def finish(tab: pd.DataFrame) -> pd.DataFrame:
-    """Add Δ and the ✓/✗ verdict (paper value inside our CI) to a tabulate() frame."""
+    """Add Δ, the trained models' parameter count and the ✓/✗ verdict (paper value inside our CI) to a
+    tabulate() frame. A stand-in row gets no verdict: its accuracy is another model's, not the paper's
+    number reproduced (cmx findings compares its effects instead)."""
     tab = tab.copy()
     tab["delta"] = tab["mean"] - tab["paper_acc"]
     inside = (tab["ci_low"] <= tab["paper_acc"]) & (tab["paper_acc"] <= tab["ci_high"])
-    tab["reproduced"] = [bool(ok) if n >= 2 and math.isfinite(lo) else None
-                         for ok, n, lo in zip(inside, tab["n"], tab["ci_low"])]
-    return tab
+    stand_in = tab["stand_in"].astype(bool) if "stand_in" in tab else pd.Series(False, index=tab.index)
+    tab["reproduced"] = [bool(ok) if n >= 2 and math.isfinite(lo) and not scaled else None
+                         for ok, n, lo, scaled in zip(inside, tab["n"], tab["ci_low"], stand_in)]
+    params = tab["params"] if "params" in tab else pd.Series([()] * len(tab), index=tab.index)
+    tab["params_trained_k"] = [round(p[0] / 1000) if p and p[0] == p[0] else None for p in params]
+    return tab.astype({"params_trained_k": "Int64"})
 
 
 def other_runs(runs: pd.DataFrame, dataset: str, metric: str, tab: pd.DataFrame) -> pd.DataFrame:
@@ -251,6 +263,8 @@ def _int(value) -> str:
 
 
 def _verdict(row) -> str:
+    if row["n"] and row.get("stand_in"):
+        return "n/a §"  # another model's accuracy: nothing of the paper's to reproduce
     return {True: "✓", False: "✗"}.get(row["reproduced"], "—" if row["n"] else "")
 
 
@@ -265,7 +279,7 @@ TABLE7_COLUMNS = (
     Column("Ablation", lambda r: r["label"], "l"),
     Column("Paper (%)", lambda r: f"{r['paper_acc']:.2f}"),
     Column("Ours (%)", format_ours),
-    Column("Δ", lambda r: _num(r["delta"], "+.2f")),
+    Column("Δ", lambda r: "—" if r["n"] and r.get("stand_in") else _num(r["delta"], "+.2f")),  # § : another model
     Column("Reproduced", _verdict),
     Column("n", lambda r: str(r["n"])),
     Column("epochs", lambda r: _int(r["epochs"])),
@@ -276,7 +290,7 @@ TABLE8_COLUMNS = (
     Column("p", lambda r: str(r["p"])),
     Column("k", lambda r: str(r["k"])),
     Column("Params (×10³) paper", lambda r: _int(r["params_paper_k"])),
-    Column("ours", lambda r: str(r["params_eq4_k"])),
+    Column("ours (trained)", lambda r: _int(r.get("params_trained_k"))),
     Column("Weight decay", lambda r: format_wd(r["wd"])),
 ) + TABLE7_COLUMNS[1:]
 OTHER_COLUMNS = (
@@ -289,7 +303,7 @@ OTHER_COLUMNS = (
     Column("Note", lambda r: r["note"], "l"),
 )
 STAND_IN_COLUMN = Column("Stand-in", lambda r: r.get("stand_in") or "", "l")  # only in blocks that have one
-CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k",
+CSV_COLUMNS = ("table", "section", "label", "h", "d", "p", "k", "wd", "params_paper_k", "params_eq4_k", "params_trained_k",
                "paper_acc", "mean", "std", "n", "delta", "ci_low", "ci_high", "reproduced", "epochs",
                "lr", "batch_size", "status", "marks", "stand_in")
 
@@ -382,7 +396,9 @@ def _header_lines(tables: Tables) -> list[str]:
     metric = "final" if tables.metric == "final" else "best (over epochs)"
     lines = [f"Dataset: `{tables.dataset}` ({tables.n_runs} runs, {tables.n_done} finished). "
              f"Ours: {metric} test accuracy, mean ± sample std over n seeds; Δ = ours − paper; "
-             f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2)."]
+             f"Reproduced: ✓ when the paper's value lies inside the 95% Student-t interval of our mean (n ≥ 2); "
+             f"for a scaled stand-in (§), whose accuracy is another model's, neither Δ nor a verdict. Params: the paper's, and "
+             f"those of the models we trained."]
     if tables.dataset != "cifar10":
         lines.append(f"Note: `{tables.dataset}` is not the official CIFAR-10 training set (a subset or a "
                      "different copy), so these numbers are not directly comparable with the paper's.")

@@ -30,7 +30,7 @@ from .data import Cifar10, dataset_fingerprint, load_cifar10
 from .engine import Engine, resolve_device
 from .model import count_params
 from .progress import Reporter, make_reporter
-from .provenance import provenance
+from .provenance import provenance, weights_sha256
 from .results import EPOCH_COLUMNS, ResultsDir, atomic_write_bytes, atomic_write_json, index_row, now_iso
 from .stop import StopRequest
 
@@ -266,18 +266,21 @@ def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsD
         reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})
 
     return _finish(config, engine, state, store, run_id, dataset_tag, n_params, elapsed(),
-                   train_images / train_time if train_time > 0 else None, reporter)
+                   train_images / train_time if train_time > 0 else None, reporter,
+                   images={"train": n_train, "test": int(data.test_x.shape[0])})
 
 
 def _finish(config: RunConfig, engine: Engine, state: TrainState, store: ResultsDir, run_id: str, dataset_tag: str,
-            n_params: int, wall: float, img_per_s: float | None, reporter: Reporter) -> dict:
-    """Final weights, then result.json (from here on the run is done), the index row and the status."""
+            n_params: int, wall: float, img_per_s: float | None, reporter: Reporter, images: dict) -> dict:
+    """Final weights, then result.json (from here on the run is done), the index row and the status.
+    `images`: the sizes of the training and test sets, so a report can state the test set's binomial error."""
     result = {
         "run_id": run_id, "dataset": dataset_tag, "config": config.to_dict(),
         "test_acc": state.history[-1]["test_acc"], "best_test_acc": state.best[0], "best_epoch": state.best[1],
-        "params": n_params, "epochs": config.epochs, "seed": config.seed, "wall_s": round(wall, 2),
+        "params": n_params, "images": images, "epochs": config.epochs, "seed": config.seed, "wall_s": round(wall, 2),
         "img_per_s": round(img_per_s, 1) if img_per_s else None,
         "finished": now_iso(), "provenance": {**provenance(engine.device), "engine": engine.describe()},
+        "weights_sha256": weights_sha256(engine.model.state_dict()),  # identical arms → "not testable"
     }
     run_dir = store.run_dir(run_id)
     buffer = io.BytesIO()  # CPU tensors: model.pt loads on any machine without map_location
