@@ -1,6 +1,6 @@
 """Roles: which paper row a scaled-down run stands for, recorded in `<results>/roles.json`.
 
-A sweep file's `paper:` key says that its runs (say ConvMixer-64/4 p2 k5 on 10,000 images, 8 epochs)
+A sweep file's `paper:` key says that its runs (say ConvMixer-64/4 p2 k5 on 10,000 images, 4 epochs)
 stand for a row of the paper (256/8 p1 k5). That is a fact about the study, not about the run: the run's
 config.json and run id stay its own (the same run may serve several studies, or none), so the role cannot
 live in the run directory. `cmx sweep` records the roles it planned here, and `cmx table` reads them: a

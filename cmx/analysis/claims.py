@@ -152,12 +152,12 @@ def _rows_only(*labels: str) -> str:
     return f"rows only (Table 7, no sentence: {rows})"
 
 
-# Why a verdict at the mini scale (64/4 p2, 8 epochs, 10,000 images) may not carry over to 200 epochs
+# Why a verdict at the mini scale (64/4 p2, 4 epochs, 10,000 images) may not carry over to 200 epochs
 # on 50,000 images at 256/8 p1: the reasons the claims below name.
-UNDERFIT = "8 epochs underfit: regularisers that pay off over 200 epochs cost accuracy in short runs"
+UNDERFIT = "4 epochs underfit: regularisers that pay off over 200 epochs cost accuracy in short runs"
 GRID = ("the receptive field relative to the token grid differs (our patches are twice the paper's: a 16×16 "
         "grid, 8×8 at p = 4, so a kernel spans 4× the share of the image)")
-SPEED = "8 epochs measure early learning speed, which need not rank models as 200 epochs do"
+SPEED = "4 epochs measure early learning speed, which need not rank models as 200 epochs do"
 _SCALING = ('Appendix C.1 "Scaling ConvMixer": "increasing the width or the depth is an effective way to '
             'increase accuracy"')
 _CONVERGE = ('Appendix C.1 "Scaling ConvMixer": "finding that deeper networks take longer to converge while '
@@ -200,11 +200,11 @@ CLAIMS: tuple[Claim, ...] = (
           (Comparison("256/8 k9 > 256/10 k3", _kernel(9), Ref("kernel_vs_depth", d=10), "greater"),),
           'Appendix C.1 text: "The ConvMixer-256/10 achieved 94.29% accuracy (1.5% less), which provides '
           'more evidence for the importance of larger kernels"',
-          f"may change: {GRID}; deeper models also converge more slowly, which 8 epochs exaggerate"),
+          f"may change: {GRID}; deeper models also converge more slowly, which 4 epochs exaggerate"),
     Claim("kernel-vs-depth-24", "256/8 k9 beats the 3× deeper 256/24 k3",
           (Comparison("256/8 k9 > 256/24 k3", _kernel(9), Ref("kernel_vs_depth", d=24), "greater"),),
           'Appendix C.1 text: "giving a ConvMixer-256/24 with 1670K parameters, and got 95.16% accuracy, '
-          'i.e., still less"', "likely to shrink: a 3× deeper model converges more slowly, which 8 epochs "
+          'i.e., still less"', "likely to shrink: a 3× deeper model converges more slowly, which 4 epochs "
           "exaggerate; the paper's gap is 0.72"),
     Claim("patch-monotone", "smaller patches are better: p = 1 > p = 2 > p = 4 > p = 8 (256/8 k9)",
           _chain([(f"p{p}", _patch(p)) for p in (1, 2, 4, 8)]),
@@ -225,7 +225,7 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("width", "wider is better at fixed depth: 256 > 128 at d = 4, 8 and 12 (p = 1, k = 8)",
           tuple(Comparison(f"256/{d} > 128/{d}", _wd(256, d), _wd(128, d), "greater") for d in (4, 8, 12)),
           "Table 8, width and depth; " + _SCALING,
-          "unlikely to change in direction: wider models also converge faster, which favours them at 8 epochs"),
+          "unlikely to change in direction: wider models also converge faster, which favours them at 4 epochs"),
     Claim("converge-depth", "deeper networks take longer to converge (epochs to 90% of final accuracy)",
           (Comparison("256/16 slower than 256/4", _wd(256, 16), _wd(256, 4), "greater", metric="converge"),
            Comparison("128/12 slower than 128/4", _wd(128, 12), _wd(128, 4), "greater", metric="converge")),

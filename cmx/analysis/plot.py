@@ -57,7 +57,7 @@ def _save(fig: Figure, path: Path) -> Path:
 
 
 def _budgets(tab: pd.DataFrame) -> str:
-    """', 8 epochs, batch 128' for the budgets of the rows with runs ('' when none ran)."""
+    """', 4 epochs, batch 128' for the budgets of the rows with runs ('' when none ran)."""
     ran = tab[tab["n"] > 0]
     if ran.empty:
         return ""
