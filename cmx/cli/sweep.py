@@ -18,9 +18,9 @@ from ..errors import CmxError, UserError
 from ..run.results import STATES
 from ..run.tracking import require as require_tracker
 from ..sweep import probe
-from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, SweepEstimate, project
+from ..sweep.eta import record_queue
+from ..sweep.estimate import ALL_AT_ONCE, ASSUMPTION, DEFAULT_TFLOPS, SweepEstimate, project
 from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
-from ..sweep.rates import is_cpu, measured_runs
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
@@ -92,6 +92,7 @@ def sweep(
         require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
     cost = sweep_estimate(plan, todo, tflops, probing, *slots)
+    record_queue(plan.results, plan.name, todo, slots[0], slots[1], slots[2], tflops)  # for `cmx runs --watch`
     if executor == "local":
         from ..sweep.local import LocalExecutor, describe, make_slots
 
@@ -148,12 +149,8 @@ def sweep_estimate(plan: Plan, todo: list[PlannedRun], tflops: float, probing: b
     SLURM (`cluster` "gpu" or "cpu") the device is the one most finished runs of that kind trained on."""
     launch = {r.run_id for r in todo}
     runs = [(r.config, _epochs_done(plan, r), r.run_id in launch) for r in plan.runs]
-    device = None
-    if cluster is not None:
-        names = [m.device_name for m in measured_runs(plan.results) if is_cpu(m.device_name) == (cluster == "cpu")]
-        device = max(set(names), key=names.count) if names else ("cuda" if cluster == "gpu" else "cpu")
-    return project(runs, plan.results, tflops, device=device, slots=slots, share_of=share_of,
-                   probing=probing and cluster is None, gpu=gpu)
+    return project(runs, plan.results, tflops, slots=slots, share_of=share_of, probing=probing, gpu=gpu,
+                   cluster=cluster)
 
 
 def _epochs_done(plan: Plan, run: PlannedRun) -> int:
@@ -273,7 +270,7 @@ def _slot_layout(executor: str, gpus: str | None, per_gpu: int | None, workers: 
         n = _positive(workers, 1, "--workers")
         return n, n, None, None
     if executor == "slurm":  # every run on its own node's device, max_parallel at a time (queueing not counted)
-        return max_parallel or 10**6, 1, "gpu" if (gpus_per_run is None or gpus_per_run > 0) else "cpu", None
+        return max_parallel or ALL_AT_ONCE, 1, "gpu" if (gpus_per_run is None or gpus_per_run > 0) else "cpu", None
     return 1, 1, None, None  # submitit's local and in-process runners: one run at a time here
 
 

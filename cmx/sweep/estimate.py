@@ -44,6 +44,7 @@ from ..cifar import TEST_SIZE as CIFAR_TEST, TRAIN_SIZE as CIFAR_TRAIN
 from . import probe, rates
 DEFAULT_TFLOPS = 40.0  # assumed sustained bf16 throughput of an A100 on ConvMixer (see module docstring)
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes
+ALL_AT_ONCE = 10**6  # slots of a SLURM array without --max-parallel (its queueing is not projected)
 
 
 def forward_flops(h: int, d: int, p: int, k: int, image: int = IMAGE_SIZE) -> float:
@@ -148,24 +149,32 @@ class SweepEstimate:
     def slots_text(self) -> str:
         if self.slots == 1:
             return "one at a time"
-        if self.slots >= sum(self.left):
-            return "all at once (a cluster's queue not counted)"
+        if self.slots >= ALL_AT_ONCE:
+            return "all at once (the cluster's queue not counted)"
         what = "CPU workers" if rates.is_cpu(self.device) else "slots"
         return f"{self.slots} {what}, each run {self.share:.2g}× as long as alone ({self.share_basis})"
 
 
 def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: str | None = None,
             slots: int = 1, share_of: int | None = None, probing: bool | None = None,
-            gpu: str | None = None) -> SweepEstimate:
-    """Project every (config, epochs done, still to train) of `runs` on `device` (default: this machine's for
-    the first config), and the wall-clock of those still to train on `slots` slots of which `share_of` share
-    one device (default: all of them on CPU, one per GPU)."""
+            gpu: str | None = None, cluster: str | None = None) -> SweepEstimate:
+    """Project every (config, epochs done, still to train) of `runs` on `device`, and the wall-clock of
+    those still to train on `slots` slots of which `share_of` share one device (default: all of them on
+    CPU, one per GPU).
+
+    The device: this machine's for the first config (its GPU `gpu`), or on SLURM (`cluster` "gpu" or "cpu")
+    the device of that kind most finished runs trained on — the cluster's nodes are not probed from here."""
     from ..run.results import ResultsDir
 
     store = results if isinstance(results, ResultsDir) else ResultsDir(results)
     configs = [r[0] for r in runs]
+    every = rates.measured_runs(store)
+    if device is None and cluster is not None:
+        names = [m.device_name for m in every if rates.is_cpu(m.device_name) == (cluster == "cpu")]
+        device = max(set(names), key=names.count) if names else ("cuda" if cluster == "gpu" else "cpu")
+        probing = False
     device = device or rates.device_name(configs[0].device if configs else "cpu", gpu)
-    measured = [m for m in rates.measured_runs(store) if m.device_name == device]
+    measured = [m for m in every if m.device_name == device]
     factor = contention(measured)
     probing = probe.enabled() if probing is None else probing
     # a probe only where nothing was measured: any finished run of this device beats a few timed steps

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import json
 import os
 import platform
@@ -154,16 +155,17 @@ def cpu_name() -> str:
     return "cpu: " + (platform.processor() or platform.machine())
 
 
-def gpu_names() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def gpu_names() -> tuple[str, ...]:
     """Names of this machine's NVIDIA GPUs by index (nvidia-smi; no CUDA context is created)."""
     if not shutil.which("nvidia-smi"):
-        return []
+        return ()
     try:
         out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], capture_output=True,
                              text=True, timeout=20)
     except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.stdout.splitlines() if line.strip()] if out.returncode == 0 else []
+        return ()
+    return tuple(line.strip() for line in out.stdout.splitlines() if line.strip()) if out.returncode == 0 else ()
 
 
 def device_name(config_device: str, gpu: str | None = None) -> str:
