@@ -53,8 +53,9 @@ def make_run(
         writer.writerows(curve)
     _write_json(run_dir / "status.json", {
         "run_id": run_id, "status": state, "host": host, "pid": 999999, "started": started,
-        # fresh: an old 'running' status from another host reads as interrupted
-        "updated": now_iso(), "epoch": done_epochs, "epochs": cfg.epochs,
+        # fresh: an old 'running' status from another host reads as interrupted; a done one was last
+        # written as the run finished
+        "updated": finished if state == "done" else now_iso(), "epoch": done_epochs, "epochs": cfg.epochs,
         "error": "boom" if state == "failed" else None,
     })
     if state == "done":

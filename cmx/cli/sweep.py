@@ -175,7 +175,7 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
     console = console or Console(width=None if Console().is_terminal else 200, highlight=False)
     table = Table(title=f"sweep {plan.name} ({plan.path})", title_justify="left", header_style="bold")
     for col, kw in (("#", {"justify": "right"}), ("sweep", {}), ("label", {}), ("config", {}), ("run_id", {}),
-                    ("status", {}), (cost.unit, {"justify": "right"}), ("basis", {})):
+                    ("status", {}), (cost.unit.replace("-h", " time"), {"justify": "right"}), ("basis", {})):
         table.add_column(col, **kw)
     roles = any(run.roles for run in plan.runs)  # a study of scaled stand-ins: which paper row each is
     if roles:
@@ -189,7 +189,7 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
         basis = (f"{projection.basis} ×{projection.n_runs}" if projection.n_runs else projection.basis)
         table.add_row(str(i), Text(", ".join(run.sweeps)), Text(run.label), Text(run.config.summary()), run.run_id,
                       Text(state, style=STATE_STYLE.get(run.state, "")),
-                      f"{projection.seconds / 3600:.2f}" if todo else "",
+                      duration(projection.seconds) if todo else "",
                       Text(basis if todo else "", style="" if todo else "dim"),
                       *([Text("; ".join(dict.fromkeys(r.row for r in run.roles)))] if roles else []))
     console.print(table)
@@ -206,7 +206,7 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
     bases = {p.basis for p, todo in zip(cost.runs, cost.left) if todo}
     if "probe" in bases:
         console.print(f"probe: a few timed optimisation steps and an evaluation pass per shape on this device "
-                      f"(augmentation and data loading not timed, so a little low); cached in {probe.cache_path()}",
+                      f"(data loading and startup not timed); cached in {probe.cache_path()}",
                       soft_wrap=True)
     if "assumed" in bases:
         console.print(f"assumed (not measured): {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)

@@ -96,31 +96,46 @@ def measure(configs: list[RunConfig], threads: int | None = None, gpu: str | Non
 
 
 def probe(config: RunConfig) -> tuple[float, float]:
-    """(median seconds per optimisation step, seconds per evaluated image) of `config` on its device."""
+    """(seconds per training step, seconds per evaluated image) of `config` on its device.
+
+    A training step as the loop runs it: the median of PROBE_STEPS optimisation steps plus its share of
+    one augmentation call over a chunk of batches (the loop augments a chunk at a time; on CPU with a small
+    model augmentation is most of the step: 64/4-size models spend ~0.3 s of a 0.3 s step there)."""
     import torch
 
+    from ..augment.pipeline import augment_batches
     from ..run.engine import Engine, resolve_device
+    from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
 
     device = resolve_device(config.device)
     engine = Engine.build(config.replace(compile=False), device, say=lambda msg: None)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(config.batch_size, 3, 32, 32, generator=gen).to(device)
-    targets = torch.softmax(torch.randn(config.batch_size, 10, generator=gen), 1).to(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    times = []
-    for i in range(PROBE_WARMUP + PROBE_STEPS):
+
+    def timed(fn) -> float:
         sync()
         start = time.perf_counter()
-        engine.step(x, targets)
+        fn()
         sync()
-        if i >= PROBE_WARMUP:
-            times.append(time.perf_counter() - start)
-    images = torch.randint(0, 256, (EVAL_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
-    labels = torch.randint(0, 10, (EVAL_IMAGES,), generator=gen).to(device)
-    engine.evaluate(images[:EVAL_IMAGES // 2], labels[:EVAL_IMAGES // 2])  # warm-up
-    start = time.perf_counter()
-    engine.evaluate(images, labels)  # ends in .item(): synchronised
-    return statistics.median(times), (time.perf_counter() - start) / EVAL_IMAGES
+        return time.perf_counter() - start
+
+    chunk = aug_chunk_batches(config.batch_size, AUG_CHUNK_IMAGES)  # as the loop augments
+    images = torch.randint(0, 256, (chunk * config.batch_size, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (chunk * config.batch_size,), generator=gen)
+    images, labels = images.to(device), labels.to(device)
+    aug_gen = torch.Generator(device=device).manual_seed(1)
+    c = config
+    augment = lambda: augment_batches(images, labels, aug_gen, c.batch_size, scaling=c.scaling,  # noqa: E731
+                                      flip=c.flip, randaug=c.randaug, mixup=c.mixup, erasing=c.erasing)
+    x, targets = augment()  # warm-up
+    augment_s = timed(augment) / chunk
+    x, targets = x[:c.batch_size], targets[:c.batch_size]
+    steps = [timed(lambda: engine.step(x, targets)) for _ in range(PROBE_WARMUP + PROBE_STEPS)][PROBE_WARMUP:]
+    engine.evaluate(images[:EVAL_IMAGES // 4], labels[:EVAL_IMAGES // 4])  # warm-up
+    test = torch.randint(0, 256, (EVAL_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
+    test_y = torch.randint(0, 10, (EVAL_IMAGES,), generator=gen).to(device)
+    eval_s = timed(lambda: engine.evaluate(test, test_y)) / EVAL_IMAGES
+    return statistics.median(steps) + augment_s, eval_s
 
 
 def _read_cache() -> dict:

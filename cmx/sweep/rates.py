@@ -32,6 +32,7 @@ from ..run.config import RunConfig
 from ..run.results import ResultsDir, parse_iso
 
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes (estimate.py counts FLOPs the same way)
+LAUNCH_LINE = "=== cmx sweep "  # how sweep/local.py starts a run's train.log entry: "=== cmx sweep <time>: slot…"
 SHAPE_FIELDS = ("h", "d", "p", "k", "batch_size", "norm", "amp", "channels_last", "compile")
 
 
@@ -105,9 +106,12 @@ def _read(run_dir: Path) -> Measured | None:
     work = sum(epoch_units(config, n_train, n_test, e) for e in epochs)
     status = _json(run_dir / "status.json")
     started, finished = parse_iso(status.get("started")), parse_iso(result.get("finished"))
+    if status.get("status") == "done" and parse_iso(status.get("updated")):
+        finished = max(finished or 0.0, parse_iso(status["updated"]))  # the last write, after model.pt and the index
+    launched = _launched(run_dir / "train.log")
     startup = None
-    if started is not None and finished is not None and result.get("wall_s") is not None:
-        startup = max(0.0, finished - started - float(result["wall_s"]))
+    if finished is not None and result.get("wall_s") is not None and (launched or started) is not None:
+        startup = max(0.0, finished - (launched or started) - float(result["wall_s"]))
     return Measured(result.get("run_id", run_dir.name), config, prov["device_name"],
                     prov.get("host") or status.get("host") or "", n_train, n_test, sum(seconds), work,
                     startup, started, finished)
@@ -118,6 +122,17 @@ def _sizes(dataset: str | None, data: str | None) -> tuple[int, int] | None:
     if dataset == "cifar10":
         return TRAIN_SIZE, TEST_SIZE
     return split_sizes(data) if data else None
+
+
+def _launched(log: Path) -> float | None:
+    """When a sweep started the run's only attempt (its train.log's one '=== cmx sweep <time>:' line): the
+    start of the process, so the startup counts the interpreter, torch and the data loading too. None for
+    a run trained directly or resumed (status.json's `started` is then the best there is: after loading)."""
+    try:
+        lines = [line for line in log.read_text(errors="replace").splitlines() if line.startswith(LAUNCH_LINE)]
+    except OSError:
+        return None
+    return parse_iso(lines[0][len(LAUNCH_LINE):].split(" ", 1)[0].rstrip(":")) if len(lines) == 1 else None
 
 
 def _json(path: Path) -> dict:
