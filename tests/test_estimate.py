@@ -179,3 +179,12 @@ def test_launch_line_and_watch_eta_use_the_same_rates(tmp_path):
     line = next(line for line in text.splitlines() if line.startswith("sweep s:"))
     assert re.search(r"sweep s: ETA ≈1m 15s for its 2 runs left on 1 slot\(s\); 1 running from their own epochs, "
                      r"basis: 1 same shape, from 2 finished runs measured here", line), line
+
+
+@pytest.mark.slow
+def test_the_probe_child_times_a_real_step_and_an_evaluation(tiny_config):
+    cfg = tiny_config(epochs=1)
+    timed = probe.measure([cfg, cfg.replace(k=5)], threads=1)
+    assert set(timed) == {rates.shape_key(cfg), rates.shape_key(cfg.replace(k=5))}
+    for step_s, eval_s in timed.values():
+        assert 0 < step_s < 10 and 0 < eval_s < 0.1

@@ -1,7 +1,8 @@
 """`cmx sweep FILE`: plan a YAML sweep, show what is done, and train the rest locally or on SLURM.
 
 A thin wrapper: planning is cmx.sweep.plan, the projection cmx.sweep.estimate, running cmx.sweep.local /
-cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without the training stack).
+cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without the training stack; the
+estimate's probe builds models in a child process).
 """
 from __future__ import annotations
 
