@@ -188,3 +188,11 @@ def test_the_probe_child_times_a_real_step_and_an_evaluation(tiny_config):
     assert set(timed) == {rates.shape_key(cfg), rates.shape_key(cfg.replace(k=5))}
     for step_s, eval_s in timed.values():
         assert 0 < step_s < 10 and 0 < eval_s < 0.1
+
+
+def test_a_stopped_sweep_shows_no_eta(tmp_path):
+    results = tmp_path / "results"
+    plan = make_plan(_sweep_file(tmp_path, (2, 3)), results)
+    record_queue(plan.results, plan.name, plan.runs, slots=1, share_of=1, cluster=None)
+    make_run(results, state="interrupted", epoch=1, seed=2, **{**SHAPE, "device": "cpu"})
+    assert sweep_eta_lines(results, []) == []

@@ -12,7 +12,7 @@ import pytest
 from cmx.cli.app import main
 from cmx.run.config import RunConfig
 from cmx.errors import UserError
-from cmx.sweep.estimate import estimate, forward_flops, gpu_hours, run_flops
+from cmx.sweep.estimate import forward_flops, gpu_hours, project, run_flops
 from cmx.paper import ABLATIONS
 from cmx.sweep.plan import make_plan, parse_overrides, parse_seeds
 from fabricate import make_run
@@ -204,7 +204,7 @@ def test_dry_run_of_paper_yaml_lists_43_runs_and_the_projection(tmp_path, capsys
 
 
 # ---------------------------------------------------------------------- the FLOPs projection
-def test_flops_of_the_256_8_baseline_match_the_hand_count():
+def test_flops_of_the_256_8_baseline_match_the_hand_count(tmp_path):
     fwd = forward_flops(256, 8, 1, 9)
     assert fwd == 2 * (1024 * (3 * 256 + 8 * (81 * 256 + 256 * 256)) + 2560)
     assert fwd / 1e9 == pytest.approx(1.415, abs=0.001)  # ≈1.4 GFLOP forward per image
@@ -212,9 +212,10 @@ def test_flops_of_the_256_8_baseline_match_the_hand_count():
     assert forward_flops(256, 8, 2, 9) < fwd / 3.9  # p=2: a quarter of the positions
     cfg = RunConfig(data="nowhere")
     assert run_flops(cfg) == pytest.approx(fwd * (3 * 49984 * 200 + 10000 * 200))  # 781 full batches of 64
-    est = estimate(cfg, tflops=40)
-    assert est.gpu_hours == pytest.approx(run_flops(cfg) / 40e12 / 3600)
-    assert 0.30 < est.gpu_hours < 0.33
+    est = project([(cfg, 0, True)], tmp_path, tflops=40, device="NVIDIA A100-SXM4-40GB", probing=False)
+    assert est.runs[0].basis == "assumed"  # a GPU never measured here
+    assert est.hours() == pytest.approx(run_flops(cfg) / 40e12 / 3600)
+    assert 0.30 < est.hours() < 0.33 and est.unit == "GPU-h"
     assert gpu_hours(3.6e15, 1.0) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         gpu_hours(1.0, 0)

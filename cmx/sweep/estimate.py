@@ -81,20 +81,6 @@ def gpu_hours(flops: float, tflops: float = DEFAULT_TFLOPS) -> float:
     return flops / (tflops * 1e12) / 3600.0
 
 
-@dataclass(frozen=True)
-class Estimate:
-    forward_gflop: float  # per image
-    run_pflop: float  # whole run
-    gpu_hours: float
-
-
-def estimate(config, tflops: float = DEFAULT_TFLOPS, sizes: tuple[int, int] | None = None) -> Estimate:
-    """The projection for one RunConfig; `sizes` = (n_train, n_test), default read from config.data."""
-    n_train, n_test = sizes if sizes is not None else dataset_sizes(config.data)
-    flops = run_flops(config, n_train, n_test)
-    return Estimate(config_forward_flops(config) / 1e9, flops / 1e15, gpu_hours(flops, tflops))
-
-
 ASSUMPTION = ("analytic conv FLOPs (patch embed + d·(k²·h + h²) per position) × 3 for training × images × "
               "epochs, plus evaluation, at an assumed {tflops:g} TFLOP/s sustained (set --tflops, or train or "
               "probe a run here to measure)")
@@ -219,7 +205,7 @@ def _project_one(config, done: int, measured, factor, startup: float, timed: dic
         evals = sum(1 for e in range(done + 1, config.epochs + 1)
                     if e % config.eval_every == 0 or e == config.epochs)
         return Projection((config.epochs - done) * steps * step_s + evals * n_test * eval_s, "probe", 0, device)
-    return Projection(flops / (tflops * 1e12), "assumed", 0, device)
+    return Projection(gpu_hours(flops, tflops) * 3600.0, "assumed", 0, device)
 
 
 def _without_k(config) -> tuple:

@@ -45,13 +45,15 @@ def queues(results: ResultsDir) -> list[dict]:
 
 def sweep_eta(results: ResultsDir, queue: dict, running_eta: dict[str, float | None],
               device: str | None = None) -> tuple[float, str, int] | None:
-    """(seconds until the recorded sweep ends, the basis text, runs left) or None when none is left.
+    """(seconds until the recorded sweep ends, the basis text, runs left), or None when none of its runs is
+    training (it ended, or was stopped: what is left waits for the next launch).
 
     `running_eta`: run id → seconds left of each running run (from its own epochs), None if unknown yet."""
-    runs, live = [], []
+    runs, live, training = [], [], False
     for entry in queue.get("runs", []):
         run_id = entry["run_id"]
         state = results.state(run_id)
+        training |= state == "running"
         if state in ("done", "failed"):
             continue
         if state == "running" and running_eta.get(run_id) is not None:
@@ -60,7 +62,7 @@ def sweep_eta(results: ResultsDir, queue: dict, running_eta: dict[str, float | N
         config = RunConfig.from_dict({k: v for k, v in entry["config"].items()})
         epoch = int((results.status(run_id) or {}).get("epoch") or 0)
         runs.append((config, min(epoch, config.epochs), True))
-    if not runs and not live:
+    if not training:
         return None
     slots = max(1, int(queue.get("slots") or 1))
     estimate = project(runs, results, queue.get("tflops") or DEFAULT_TFLOPS, device=device, slots=slots,
