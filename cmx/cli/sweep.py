@@ -93,7 +93,6 @@ def sweep(
         require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
     cost = sweep_estimate(plan, todo, tflops, probing, *slots)
-    record_queue(plan.results, plan.name, todo, slots[0], slots[1], slots[2], tflops)  # for `cmx runs --watch`
     if executor == "local":
         from ..sweep.local import LocalExecutor, describe, make_slots
 
@@ -116,6 +115,8 @@ def sweep(
         runner = SubmititExecutor(plan.results, executor, options, wait=wait, echo=typer.echo)
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs — {_counts(plan)}; {len(todo)} to launch "
                   f"({where}; {launch_cost(cost, tflops)})", soft_wrap=True)
+    if todo:
+        record_queue(plan.results, plan.name, todo, *slots[:3], tflops)  # what `cmx runs --watch` projects
     summary = runner.submit(todo)
     summary.outcomes = skipped + summary.outcomes
     print_summary(plan, summary)
@@ -164,7 +165,7 @@ def _epochs_done(plan: Plan, run: PlannedRun) -> int:
 
 
 def launch_cost(cost: SweepEstimate, tflops: float) -> str:
-    """The launch line's cost: '≈1.2 CPU-h, ≈1h 10m wall-clock; 3 same shape, 2 probe'."""
+    """The launch line's cost: '≈1.2 CPU-h, ≈1h 10m wall-clock; basis: 3 same shape, 2 k9 by FLOPs, from …'."""
     bases = sorted({p.basis for p, todo in zip(cost.runs, cost.left) if todo})
     assumed = f" at an assumed {tflops:g} TFLOP/s" if "assumed" in bases else ""
     return (f"≈{_hours(cost.hours())} {cost.unit}{assumed}, ≈{duration(cost.wall_s)} wall-clock; "
@@ -206,8 +207,8 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
                       f"{cost.slots_text()}", soft_wrap=True)
     bases = {p.basis for p, todo in zip(cost.runs, cost.left) if todo}
     if "probe" in bases:
-        console.print(f"probe: a few timed optimisation steps and an evaluation pass per shape on this device "
-                      f"(data loading and startup not timed); cached in {probe.cache_path()}",
+        console.print(f"probe: a few timed optimisation steps, an augmentation chunk and an evaluation pass per "
+                      f"shape on this device (data loading and startup not timed); cached in {probe.cache_path()}",
                       soft_wrap=True)
     if "assumed" in bases:
         console.print(f"assumed (not measured): {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
