@@ -152,7 +152,7 @@ def sweep_estimate(plan: Plan, todo: list[PlannedRun], tflops: float, probing: b
     launch = {r.run_id for r in todo}
     runs = [(r.config, _epochs_done(plan, r), r.run_id in launch) for r in plan.runs]
     return project(runs, plan.results, tflops, slots=slots, share_of=share_of, probing=probing, gpu=gpu,
-                   cluster=cluster)
+                   cluster=cluster, say=lambda text: typer.echo(text, err=True))
 
 
 def _epochs_done(plan: Plan, run: PlannedRun) -> int:

@@ -143,7 +143,7 @@ class SweepEstimate:
 
 def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: str | None = None,
             slots: int = 1, share_of: int | None = None, probing: bool | None = None,
-            gpu: str | None = None, cluster: str | None = None) -> SweepEstimate:
+            gpu: str | None = None, cluster: str | None = None, say=None) -> SweepEstimate:
     """Project every (config, epochs done, still to train) of `runs` on `device`, and the wall-clock of
     those still to train on `slots` slots of which `share_of` share one device (default: all of them on
     CPU, one per GPU).
@@ -165,7 +165,7 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
     probing = probe.enabled() if probing is None else probing
     # a probe only where nothing was measured: any finished run of this device beats a few timed steps
     todo_configs = [c for c, done, todo in runs if todo] if not measured else []
-    timed = probe.step_times(todo_configs, device, gpu=gpu) if probing and todo_configs else {}
+    timed = probe.step_times(todo_configs, device, gpu=gpu, say=say) if probing and todo_configs else {}
     startup = rates.startup_seconds(measured)
     one = lambda config, done: _project_one(config, done, measured, factor, startup, timed, tflops, device)  # noqa: E731
     projections = [one(config, done) for config, done, todo in runs]

@@ -27,6 +27,7 @@ from ..run.config import RunConfig
 from .rates import SHAPE_FIELDS
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
+SLOW_S = 5.0  # timed steps stop once they add up to this (a 256/8 p1 step takes seconds on a small CPU)
 EVAL_IMAGES = 1000  # evaluated images timed (two of the engine's eval batches)
 
 
@@ -51,10 +52,11 @@ def cache_key(device_name: str, threads: int | None, config: RunConfig) -> str:
     return f"{device_name} | {threads or 'default'} threads | torch {_torch_version()} | {shape}"
 
 
-def step_times(configs: list[RunConfig], device_name: str, threads: int | None = None,
-               gpu: str | None = None) -> dict[tuple, tuple[float, float]]:
+def step_times(configs: list[RunConfig], device_name: str, threads: int | None = None, gpu: str | None = None,
+               say=None) -> dict[tuple, tuple[float, float]]:
     """(seconds per optimisation step, seconds per evaluated image) by rates.shape_key, for every config:
-    from the cache, else measured in one child process (then cached). A failed probe gives no entry."""
+    from the cache, else measured in one child process (then cached; `say` hears that it starts). A failed
+    probe gives no entry."""
     from .rates import shape_key
 
     cache = _read_cache()
@@ -66,6 +68,9 @@ def step_times(configs: list[RunConfig], device_name: str, threads: int | None =
         else:
             missing.setdefault(shape_key(config), config)
     if missing:
+        if say:
+            say(f"estimate: probing {len(missing)} shape(s) never measured on {device_name} "
+                f"(a few steps each; cached in {cache_path()})")
         timed = measure(list(missing.values()), threads, gpu)
         for key, config in missing.items():
             if key in timed:
@@ -130,7 +135,12 @@ def probe(config: RunConfig) -> tuple[float, float]:
     x, targets = augment()  # warm-up
     augment_s = timed(augment) / chunk
     x, targets = x[:c.batch_size], targets[:c.batch_size]
-    steps = [timed(lambda: engine.step(x, targets)) for _ in range(PROBE_WARMUP + PROBE_STEPS)][PROBE_WARMUP:]
+    steps = []
+    for i in range(PROBE_WARMUP + PROBE_STEPS):  # a slow shape (seconds a step) stops after one timed step
+        steps.append(timed(lambda: engine.step(x, targets)))
+        if i >= PROBE_WARMUP and sum(steps[PROBE_WARMUP:]) > SLOW_S:
+            break
+    steps = steps[PROBE_WARMUP:]
     engine.evaluate(images[:EVAL_IMAGES // 4], labels[:EVAL_IMAGES // 4])  # warm-up
     test = torch.randint(0, 256, (EVAL_IMAGES, 3, 32, 32), dtype=torch.uint8, generator=gen).to(device)
     test_y = torch.randint(0, 10, (EVAL_IMAGES,), generator=gen).to(device)
