@@ -100,6 +100,17 @@ def test_a_device_never_measured_is_probed_once_then_cached(tmp_path, monkeypatc
     assert probe.cache_path().is_file()
 
 
+def test_a_shape_far_from_every_measured_run_is_probed_rather_than_scaled(tmp_path, monkeypatch):
+    monkeypatch.setattr(probe, "measure", lambda configs, threads=None, gpu=None:
+                        {rates.shape_key(c): (2.0, 0.01) for c in configs})
+    cpu_run(tmp_path, 0, epoch_s=10.0)  # 32/2 p4 k5: 5,184 MACs per position × 64 positions
+    big = config(h=256, d=8, p=1, k=9)  # ~1,000× the FLOPs per image
+    assert one(tmp_path, big).basis == "FLOPs (far)"  # no probe: the far runs are all there is
+    got = project([(big, 0, True)], tmp_path, device=CPU, probing=True).runs[0]
+    assert got.basis == "probe"
+    assert got.seconds == pytest.approx(4 * 781 * 2.0 + 4 * 10000 * 0.01)
+
+
 def test_the_assumed_tflops_is_the_labelled_last_resort(tmp_path):
     got = one(tmp_path, config(), tflops=2.0)
     assert (got.basis, got.n_runs) == ("assumed", 0)

@@ -81,18 +81,18 @@ def sweep(
         raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
     if workers is not None and gpus is not None:
         raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
-    slots = _slot_layout(executor, gpus, per_gpu, workers, gpus_per_run, max_parallel)
+    layout = _slot_layout(executor, gpus, per_gpu, workers, gpus_per_run, max_parallel)
     probing = probe_ and probe.enabled()
     if dry_run:
         todo, _ = select_runs(plan, rerun_failed)
-        print_plan(plan, sweep_estimate(plan, todo, tflops, probing, *slots), tflops)
+        print_plan(plan, sweep_estimate(plan, todo, tflops, probing, *layout), tflops)
         return
     record_roles(plan)  # before launching: a re-run of a finished study still records its roles
     todo, skipped = select_runs(plan, rerun_failed)
     for name in sorted({r.config.tracker for r in todo}):
         require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
-    cost = sweep_estimate(plan, todo, tflops, probing, *slots)
+    cost = sweep_estimate(plan, todo, tflops, probing, *layout)
     if executor == "local":
         from ..sweep.local import LocalExecutor, describe, make_slots
 
@@ -116,7 +116,7 @@ def sweep(
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs — {_counts(plan)}; {len(todo)} to launch "
                   f"({where}; {launch_cost(cost, tflops)})", soft_wrap=True)
     if todo:
-        record_queue(plan.results, plan.name, todo, *slots[:3], tflops)  # what `cmx runs --watch` projects
+        record_queue(plan.results, plan.name, todo, *layout[:3], tflops)  # what `cmx runs --watch` projects
     summary = runner.submit(todo)
     summary.outcomes = skipped + summary.outcomes
     print_summary(plan, summary)

@@ -6,11 +6,13 @@ Sources, best first — each projection says which it used and how many runs it 
 
 1. **measured runs** of the results directory on the same device (rates.py): runs of the same shape
    (h, d, p, k, batch, norm and the speed flags as set), scaled by data size × epochs (seconds per
-   forward-image unit); else runs differing only in k, the nearest k, scaled by FLOPs; else every run of
-   the device, scaled by FLOPs. Nearest-k before FLOP scaling because on CPU large kernels cost more than
-   their FLOPs (k15 1.6–3× its FLOP share of k9, issue 21). Each run also pays its measured startup.
-2. **a probe** (probe.py): a few timed optimisation steps and an evaluation pass of the shape, in a child
-   process, cached per machine and shape.
+   forward-image unit); else runs differing only in k, the nearest k, scaled by FLOPs; else the runs
+   within 4× its FLOPs per image, scaled by FLOPs. Nearest-k first because on CPU large kernels cost more
+   than their FLOPs (k15 1.6–3× its FLOP share of k9, issue 21); no farther than 4× because a small model's
+   step is mostly augmentation, not FLOPs. Each run also pays its measured startup.
+2. **a probe** (probe.py): a few timed optimisation steps, an augmentation chunk and an evaluation pass of
+   the shape, in a child process, cached per machine and shape — for a shape with no measured run near
+   enough (only when probing is off: every run of the device, scaled by FLOPs, basis "FLOPs (far)").
 3. **assumed**: FLOPs at an assumed sustained TFLOP/s (`--tflops`, default 40: an A100 in bf16) — only for
    a device never measured here and not probed.
 
@@ -38,12 +40,14 @@ from __future__ import annotations
 import os
 import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 from ..cifar import CHANNELS as C_IN, IMAGE_SIZE, N_CLASSES, split_sizes
 from ..cifar import TEST_SIZE as CIFAR_TEST, TRAIN_SIZE as CIFAR_TRAIN
 from . import probe, rates
 DEFAULT_TFLOPS = 40.0  # assumed sustained bf16 throughput of an A100 on ConvMixer (see module docstring)
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes
+FAR = 4.0  # runs more than 4× apart in FLOPs per image are scaled from only when nothing nearer exists
 ALL_AT_ONCE = 10**6  # slots of a SLURM array without --max-parallel (its queueing is not projected)
 
 
@@ -120,7 +124,7 @@ class SweepEstimate:
         return sum(p.seconds for p, todo in zip(self.runs, self.left) if todo) / 3600.0
 
     def sources(self) -> str:
-        """'from measured rates: 3 same shape, 2 k9 by FLOPs (4 runs on cpu: …)', 'probe', 'assumed'…"""
+        """'basis: 3 same shape, 2 k9 by FLOPs, from 4 finished runs measured here', '…: 2 probe (no …)'."""
         counts: dict[str, int] = {}
         for p, todo in zip(self.runs, self.left):
             if todo:
@@ -163,8 +167,8 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
     measured = [m for m in every if m.device_name == device]
     factor = contention(measured)
     probing = probe.enabled() if probing is None else probing
-    # a probe only where nothing was measured: any finished run of this device beats a few timed steps
-    todo_configs = [c for c, done, todo in runs if todo] if not measured else []
+    # a probe only where no finished run of this device is near enough in shape to scale from
+    todo_configs = [c for c, done, todo in runs if todo and _comparable(c, measured)[0] in ("", "FLOPs (far)")]
     timed = probe.step_times(todo_configs, device, gpu=gpu, say=say) if probing and todo_configs else {}
     startup = rates.startup_seconds(measured)
     one = lambda config, done: _project_one(config, done, measured, factor, startup, timed, tflops, device)  # noqa: E731
@@ -190,13 +194,8 @@ def _project_one(config, done: int, measured, factor, startup: float, timed: dic
     if same:
         rate = statistics.median(alone(m) for m in same)
         return Projection(rate * work + startup, "same shape", len(same), device)
-    other_k = [m for m in measured if _without_k(m.config) == _without_k(config)]
-    if other_k:
-        nearest = min({m.config.k for m in other_k}, key=lambda k: (abs(k - config.k), -k))
-        basis, used = f"k{nearest} by FLOPs", [m for m in other_k if m.config.k == nearest]
-    else:
-        basis, used = "FLOPs", measured
-    if used:
+    basis, used = _comparable(config, measured)
+    if used and (basis != "FLOPs (far)" or key not in timed):
         per_flop = statistics.median(alone(m) / config_forward_flops(m.config) for m in used)
         return Projection(per_flop * flops + startup, basis, len(used), device)
     if key in timed:
@@ -208,11 +207,28 @@ def _project_one(config, done: int, measured, factor, startup: float, timed: dic
     return Projection(gpu_hours(flops, tflops) * 3600.0, "assumed", 0, device)
 
 
+def _comparable(config, measured) -> tuple[str, list]:
+    """(basis, runs) to scale `config`'s time from by FLOPs: the nearest k of its shape; else the runs
+    within FAR× its FLOPs per image; else ("FLOPs (far)", all runs), which a probe beats. ("", []): none.
+
+    Why not any shape: time per FLOP is not constant — a small model on CPU spends most of a step on
+    augmentation, so its rate scaled to a model 30× larger would be far off."""
+    if not measured:
+        return "", []
+    other_k = [m for m in measured if _without_k(m.config) == _without_k(config)]
+    if other_k:
+        nearest = min({m.config.k for m in other_k}, key=lambda k: (abs(k - config.k), -k))
+        return f"k{nearest} by FLOPs", [m for m in other_k if m.config.k == nearest]
+    flops = config_forward_flops(config)
+    near = [m for m in measured if 1 / FAR <= config_forward_flops(m.config) / flops <= FAR]
+    return ("FLOPs", near) if near else ("FLOPs (far)", measured)
+
+
 def _without_k(config) -> tuple:
     return tuple(v for name, v in zip(rates.SHAPE_FIELDS, rates.shape_key(config)) if name != "k")
 
 
-def contention(measured: list) -> tuple:
+def contention(measured: list) -> Callable[[int], tuple[float, str]]:
     """factor(n) -> (how many times longer a run takes with n runs sharing the device, how known).
 
     Measured when some shape was trained both alone and n at a time (ratio of its median rates, median over
