@@ -73,6 +73,13 @@ def test_other_kernels_scale_from_the_nearest_k_by_flops_then_any_shape(tmp_path
     assert one(tmp_path, config(k=7)).basis == "k9 by FLOPs"  # a tie: the larger, more pessimistic k
     assert one(tmp_path, config(k=3)).basis == "k5 by FLOPs"
 
+    with pytest.MonkeyPatch.context() as mp:  # with a probe: the measured k9 × the probed k11/k9 step ratio
+        mp.setattr(probe, "measure", lambda configs, threads=None, gpu=None:
+                   {rates.shape_key(c): (0.01 * c.k, 0.0) for c in configs})
+        probed = project([(config(k=11), 0, True)], tmp_path, device=CPU, probing=True).runs[0]
+    assert (probed.basis, probed.n_runs) == ("k9 × probed ratio", 1)
+    assert probed.seconds == pytest.approx(160.0 * 11 / 9 + STARTUP)
+
     wide = one(tmp_path, config(h=64))  # no run differs only in k: every run of the device, median per FLOP
     assert (wide.basis, wide.n_runs) == ("FLOPs", 2)
     median = (per_flop[5] + per_flop[9]) / 2

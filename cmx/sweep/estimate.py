@@ -6,10 +6,12 @@ Sources, best first — each projection says which it used and how many runs it 
 
 1. **measured runs** of the results directory on the same device (rates.py): runs of the same shape
    (h, d, p, k, batch, norm and the speed flags as set), scaled by data size × epochs (seconds per
-   forward-image unit); else runs differing only in k, the nearest k, scaled by FLOPs; else the runs
-   within 4× its FLOPs per image, scaled by FLOPs. Nearest-k first because on CPU large kernels cost more
-   than their FLOPs (k15 1.6–3× its FLOP share of k9, issue 21); no farther than 4× because a small model's
-   step is mostly augmentation, not FLOPs. Each run also pays its measured startup.
+   forward-image unit); else runs differing only in k, the nearest k, scaled by the ratio of the two
+   kernels' probed step times (by FLOPs when probing is off); else the runs within 4× its FLOPs per
+   image, scaled by FLOPs. Nearest-k first, by a probed ratio, because time is not proportional to FLOPs:
+   on CPU large kernels cost more than their FLOPs (k15 1.6–3× its FLOP share of k9, issue 21), and a
+   small model's step is mostly augmentation (64/4 p2 k9 took 1.15× k5's time here, for 1.6× its FLOPs).
+   Each run also pays its measured startup.
 2. **a probe** (probe.py): a few timed optimisation steps, an augmentation chunk and an evaluation pass of
    the shape, in a child process, cached per machine and shape — for a shape with no measured run near
    enough (only when probing is off: every run of the device, scaled by FLOPs, basis "FLOPs (far)").
@@ -167,9 +169,16 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
     measured = [m for m in every if m.device_name == device]
     factor = contention(measured)
     probing = probe.enabled() if probing is None else probing
-    # a probe only where no finished run of this device is near enough in shape to scale from
-    todo_configs = [c for c, done, todo in runs if todo and _comparable(c, measured)[0] in ("", "FLOPs (far)")]
-    timed = probe.step_times(todo_configs, device, gpu=gpu, say=say) if probing and todo_configs else {}
+    # probes: a shape with no finished run of this device near enough to scale from, and a kernel variant
+    # of a measured shape with that shape (their ratio scales the measured time; see _project_one)
+    to_probe = []
+    for config, done, todo in runs:
+        basis, used = _comparable(config, measured) if todo else ("same shape", [])
+        if basis in ("", "FLOPs (far)"):
+            to_probe.append(config)
+        elif basis.endswith("by FLOPs"):
+            to_probe += [config, config.replace(k=used[0].config.k)]
+    timed = probe.step_times(to_probe, device, gpu=gpu, say=say) if probing and to_probe else {}
     startup = rates.startup_seconds(measured)
     one = lambda config, done: _project_one(config, done, measured, factor, startup, timed, tflops, device)  # noqa: E731
     projections = [one(config, done) for config, done, todo in runs]
@@ -190,11 +199,14 @@ def _project_one(config, done: int, measured, factor, startup: float, timed: dic
         return Projection(0.0, "done", 0, device)
     alone = lambda m: m.per_unit / factor(m.concurrency)[0]  # noqa: E731 - seconds per unit had it run alone
     key = rates.shape_key(config)
-    same = [m for m in measured if rates.shape_key(m.config) == key]
-    if same:
-        rate = statistics.median(alone(m) for m in same)
-        return Projection(rate * work + startup, "same shape", len(same), device)
     basis, used = _comparable(config, measured)
+    if basis == "same shape":
+        rate = statistics.median(alone(m) for m in used)
+        return Projection(rate * work + startup, basis, len(used), device)
+    reference = rates.shape_key(config.replace(k=used[0].config.k)) if basis.endswith("by FLOPs") else None
+    if reference in timed and key in timed:  # the measured k's time × the probed cost of this k against it
+        rate = statistics.median(alone(m) for m in used) * timed[key][0] / timed[reference][0]
+        return Projection(rate * work + startup, basis.replace("by FLOPs", "× probed ratio"), len(used), device)
     if used and (basis != "FLOPs (far)" or key not in timed):
         per_flop = statistics.median(alone(m) / config_forward_flops(m.config) for m in used)
         return Projection(per_flop * flops + startup, basis, len(used), device)
@@ -208,13 +220,17 @@ def _project_one(config, done: int, measured, factor, startup: float, timed: dic
 
 
 def _comparable(config, measured) -> tuple[str, list]:
-    """(basis, runs) to scale `config`'s time from by FLOPs: the nearest k of its shape; else the runs
-    within FAR× its FLOPs per image; else ("FLOPs (far)", all runs), which a probe beats. ("", []): none.
+    """(basis, runs) to project `config`'s time from: runs of its shape; else the nearest k of its shape
+    (scaled by FLOPs, or by a probe's ratio of the two kernels); else the runs within FAR× its FLOPs per
+    image; else ("FLOPs (far)", all runs), which a probe beats. ("", []): no measured run at all.
 
     Why not any shape: time per FLOP is not constant — a small model on CPU spends most of a step on
     augmentation, so its rate scaled to a model 30× larger would be far off."""
     if not measured:
         return "", []
+    same = [m for m in measured if rates.shape_key(m.config) == rates.shape_key(config)]
+    if same:
+        return "same shape", same
     other_k = [m for m in measured if _without_k(m.config) == _without_k(config)]
     if other_k:
         nearest = min({m.config.k for m in other_k}, key=lambda k: (abs(k - config.k), -k))
