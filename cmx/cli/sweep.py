@@ -38,7 +38,7 @@ def sweep(
     seeds: Annotated[Optional[str], Opt("--seeds", metavar="0,1,2", help="comma-separated seeds, replacing the files' seeds, e.g. 0,1,2")] = None,
     dry_run: Annotated[bool, Opt("--dry-run", help="show every run, its status, its projected time on this device and the sweep's wall-clock; launch nothing")] = False,
     tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s, only for a device with no measured run and no probe")] = DEFAULT_TFLOPS,
-    probe_: Annotated[bool, Opt("--probe/--no-probe", help="time a few steps of each shape on a device with no finished run here (cached; CMX_ESTIMATE_PROBE=off also skips it)")] = True,
+    probe_: Annotated[bool, Opt("--probe/--no-probe", help="time a few steps of shapes with no finished run near enough here, and of kernel variants of measured shapes (cached; CMX_ESTIMATE_PROBE=off also skips it)")] = True,
     executor: Annotated[str, Opt("--executor", help="local | slurm | local-submitit | debug (the last two: submitit's local/in-process runners, for tests)")] = "local",
     rerun_failed: Annotated[bool, Opt("--rerun-failed", help="also launch runs that failed before (they resume from their checkpoint)")] = False,
     gpus: Annotated[Optional[str], Opt("--gpus", metavar="0,1,...", help="local: GPUs to use, e.g. 0,1,2,3 (one CUDA_VISIBLE_DEVICES per slot)")] = None,
