@@ -12,6 +12,7 @@ import torch
 # For the whole session (module-scoped fixtures too, and every subprocess): fixed CPU settings (channels_last,
 # fp32) instead of a timing-dependent probe, and no writes to the developer's ~/.cache.
 os.environ["CMX_CPU_TUNE"] = "off"
+os.environ["CMX_ESTIMATE_PROBE"] = "off"  # sweep estimates: no timed probe unless a test asks for one
 os.environ["CMX_CACHE_DIR"] = tempfile.mkdtemp(prefix="cmx-test-cache-")
 torch.set_num_threads(1)  # tiny models: threads only add overhead (and make a loaded machine crawl)
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers (tiny_cifar, fabricate)
@@ -47,6 +48,7 @@ def _isolated_env(monkeypatch, tmp_path):
     monkeypatch.delenv("CMX_DATA", raising=False)
     monkeypatch.setenv("CMX_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("CMX_CPU_TUNE", "off")  # fixed CPU settings (channels_last, fp32): no timing-dependent choice
+    monkeypatch.setenv("CMX_ESTIMATE_PROBE", "off")  # a sweep's estimate: no timed probe (tests patch one in)
 
 
 @pytest.fixture(scope="module")

@@ -35,9 +35,13 @@ def make_run(
     eval_every: int = 1,
     train_images: int = 50000,
     test_images: int = 10000,
+    epoch_s: float = 10.0,
+    started: str = "2025-01-01T00:00:00+0000",
+    finished: str = "2025-01-02T00:00:00+0000",
     **changes,
 ) -> str:
-    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...).
+    """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...);
+    `epoch_s` is every epoch's duration in epochs.csv, `started`/`finished` its status and result times.
 
     `weights_sha256`: the final weights' hash; by default one unique to the run (no two runs learned the
     same model), so give two runs the same value to fabricate arms that are identical."""
@@ -49,15 +53,16 @@ def make_run(
 
     done_epochs = cfg.epochs if state == "done" else (epoch if epoch is not None else cfg.epochs // 3)
     best = test_acc if best_test_acc is None else best_test_acc
-    curve = _curve(done_epochs, cfg.epochs, test_acc, best, eval_every)
+    curve = _curve(done_epochs, cfg.epochs, test_acc, best, eval_every, epoch_s)
     with open(run_dir / "epochs.csv", "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds"])
         writer.writerows(curve)
     _write_json(run_dir / "status.json", {
-        "run_id": run_id, "status": state, "host": host, "pid": 999999, "started": "2025-01-01T00:00:00+0000",
-        # fresh: an old 'running' status from another host reads as interrupted
-        "updated": now_iso(), "epoch": done_epochs, "epochs": cfg.epochs,
+        "run_id": run_id, "status": state, "host": host, "pid": 999999, "started": started,
+        # fresh: an old 'running' status from another host reads as interrupted; a done one was last
+        # written as the run finished
+        "updated": finished if state == "done" else now_iso(), "epoch": done_epochs, "epochs": cfg.epochs,
         "error": "boom" if state == "failed" else None,
     })
     if state == "done":
@@ -66,7 +71,7 @@ def make_run(
             "run_id": run_id, "dataset": dataset, "config": cfg.to_dict(), "test_acc": test_acc,
             "best_test_acc": best, "best_epoch": best_epoch, "params": eq4_params(cfg.h, cfg.d, cfg.p, cfg.k),
             "images": {"train": train_images, "test": test_images}, "epochs": cfg.epochs,
-            "wall_s": wall_s, "img_per_s": 5000.0, "finished": "2025-01-02T00:00:00+0000", "seed": cfg.seed,
+            "wall_s": wall_s, "img_per_s": 5000.0, "finished": finished, "seed": cfg.seed,
             "weights_sha256": weights_sha256 or f"weights-of-{run_id}",
             "provenance": {"git_commit": git_commit, "git_dirty": git_dirty, "source_sha256": source_sha256,
                            "torch": torch_version,
@@ -77,7 +82,7 @@ def make_run(
     return run_id
 
 
-def _curve(done: int, total: int, final: float, best: float, eval_every: int) -> list[list]:
+def _curve(done: int, total: int, final: float, best: float, eval_every: int, epoch_s: float = 10.0) -> list[list]:
     """A plausible rising test-accuracy curve ending at `final` (at the last epoch) with peak `best`."""
     rows = []
     for epoch in range(1, done + 1):
@@ -87,7 +92,7 @@ def _curve(done: int, total: int, final: float, best: float, eval_every: int) ->
         if epoch == total:
             acc = final
         rows.append([epoch, 0.01 * frac, round(2.3 * (1 - frac) + 0.5, 4), round(acc - 2, 2),
-                     round(2.3 * (1 - frac) + 0.2, 4) if evaluated else "", acc if evaluated else "", 10.0])
+                     round(2.3 * (1 - frac) + 0.2, 4) if evaluated else "", acc if evaluated else "", epoch_s])
     return rows
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -187,6 +188,11 @@ def test_local_sweep_with_two_workers_completes_and_a_second_invocation_trains_n
     assert list(states(results).values()) == ["done", "done"]
     assert "2 runs: 2 done (2 trained now, 0 already done)" in out
     assert err.count("[start]") == 2 and err.count("[done]") == 2
+    # the launch line's cost: a device never measured, and the suite does not probe → the labelled assumption
+    assert re.search(r"2 to launch \(2 CPU worker\(s\); ≈[0-9.e-]+ CPU-h at an assumed 40 TFLOP/s, ≈\S+ "
+                     r"wall-clock; basis: 2 assumed", " ".join(err.split()))
+    queue = json.loads(next((results / "sweeps").glob("*.json")).read_text())  # for `cmx runs --watch`
+    assert queue["slots"] == 2 and sorted(r["run_id"] for r in queue["runs"]) == sorted(states(results))
     logs = {p: p.read_text() for p in results.glob("runs/*/train.log")}
     assert len(logs) == 2 and all("epoch 1/1" in text for text in logs.values())
 

@@ -12,7 +12,7 @@ import pytest
 from cmx.cli.app import main
 from cmx.run.config import RunConfig
 from cmx.errors import UserError
-from cmx.sweep.estimate import estimate, forward_flops, gpu_hours, run_flops
+from cmx.sweep.estimate import forward_flops, gpu_hours, project, run_flops
 from cmx.paper import ABLATIONS
 from cmx.sweep.plan import make_plan, parse_overrides, parse_seeds
 from fabricate import make_run
@@ -192,29 +192,32 @@ def test_dry_run_shows_status_of_every_run_and_launches_nothing(tmp_path, capsys
     make_run(results, state="running", mixup=False, epoch=37)  # on another host: trusted
     make_run(results, state="interrupted", act="relu", epoch=12)
     args = ["sweep", str(SWEEPS / "table7.yaml"), "--results", str(results), "--dry-run",
-            "--set", f"data={tmp_path / 'nodata'}"]
+            "--set", f"data={tmp_path / 'nodata'}", "--set", "device=cpu"]  # device: not in the run id
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "10 runs: 1 done, 1 running elsewhere, 1 interrupted, 1 failed, 6 pending" in out
     for label in ("Baseline", "- Residual in Eq. 2", "GELU → ReLU", "- Gradient Norm Clipping"):
         assert label in out
     assert "running elsewhere 37/200" in out and "interrupted 12/200" in out
-    assert "estimated GPU-hours: 2.8 for the 9 runs not done (3.1 for all 10)" in out
-    assert "projection, not a measurement" in out and "40 TFLOP/s" in out
+    # the runs are A100 runs, this device is a CPU never measured (and the suite does not probe): assumed.
+    # Launched: 6 pending + the interrupted one's 188 epochs left, 0.3144 h each at 40 TFLOP/s
+    assert "estimated CPU-hours: 2.2 for the 7 runs to launch (3.1 if all 10 were trained from the start)" in out
+    assert "basis: 7 assumed (no finished run on this device" in out
+    assert "assumed (not measured)" in out and "40 TFLOP/s" in out
     assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(  # nothing new was written
         p.name for p in (results / "runs").iterdir() if (p / "status.json").exists())
 
 
 def test_dry_run_of_paper_yaml_lists_43_runs_and_the_projection(tmp_path, capsys):
     assert main(["sweep", str(SWEEPS / "paper.yaml"), "--dry-run", "--results", str(tmp_path / "r"),
-                 "--tflops", "80"]) == 0
+                 "--tflops", "80", "--set", "device=cpu"]) == 0
     out = capsys.readouterr().out
     assert "43 runs: 43 pending (45 configs; 2 shared by several sweep entries, trained once)" in out
-    assert "estimated GPU-hours: 5.5 for the 43 runs not done" in out and "80 TFLOP/s" in out
+    assert "estimated CPU-hours: 5.5 for the 43 runs to launch" in out and "80 TFLOP/s" in out
 
 
 # ---------------------------------------------------------------------- the FLOPs projection
-def test_flops_of_the_256_8_baseline_match_the_hand_count():
+def test_flops_of_the_256_8_baseline_match_the_hand_count(tmp_path):
     fwd = forward_flops(256, 8, 1, 9)
     assert fwd == 2 * (1024 * (3 * 256 + 8 * (81 * 256 + 256 * 256)) + 2560)
     assert fwd / 1e9 == pytest.approx(1.415, abs=0.001)  # ≈1.4 GFLOP forward per image
@@ -222,9 +225,10 @@ def test_flops_of_the_256_8_baseline_match_the_hand_count():
     assert forward_flops(256, 8, 2, 9) < fwd / 3.9  # p=2: a quarter of the positions
     cfg = RunConfig(data="nowhere")
     assert run_flops(cfg) == pytest.approx(fwd * (3 * 49984 * 200 + 10000 * 200))  # 781 full batches of 64
-    est = estimate(cfg, tflops=40)
-    assert est.gpu_hours == pytest.approx(run_flops(cfg) / 40e12 / 3600)
-    assert 0.30 < est.gpu_hours < 0.33
+    est = project([(cfg, 0, True)], tmp_path, tflops=40, device="NVIDIA A100-SXM4-40GB", probing=False)
+    assert est.runs[0].basis == "assumed"  # a GPU never measured here
+    assert est.hours() == pytest.approx(run_flops(cfg) / 40e12 / 3600)
+    assert 0.30 < est.hours() < 0.33 and est.unit == "GPU-h"
     assert gpu_hours(3.6e15, 1.0) == pytest.approx(1.0)
     with pytest.raises(ValueError):
         gpu_hours(1.0, 0)

@@ -13,6 +13,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
 from rich.console import Console, Group
@@ -88,8 +89,11 @@ def _train_images(data: str | None, dataset: str) -> int | None:
 
 
 def render(results: str | Path | None, status=None, where=None, dataset=None, interval: float | None = None,
-           now: float | None = None) -> Group:
-    """One frame: the table and a line of counts."""
+           now: float | None = None, sweep_eta: Callable[[list[dict]], list[str]] | None = None) -> Group:
+    """One frame: the table, a line of counts, and the sweeps' ETA lines.
+
+    `sweep_eta(rows) -> lines`: when the launched sweeps end. The CLI passes cmx.sweep.eta's projection
+    (this layer reads run directories and may not import `sweep`)."""
     now = time.time() if now is None else now
     runs = rows(results, status, where, dataset, now)
     table = Table(box=None, pad_edge=False, header_style="bold")
@@ -104,19 +108,22 @@ def render(results: str | Path | None, status=None, where=None, dataset=None, in
     every = f", every {interval:g}s; Ctrl-C to quit" if interval else ""
     line = Text(f"{len(runs)} runs in {ResultsDir(results).root}: {counts or 'none yet'} — "
                 f"{datetime.fromtimestamp(now).strftime('%H:%M:%S')}{every}", style="dim")
-    return Group(table, line)
+    etas = [Text(text) for text in (sweep_eta(runs) if sweep_eta else [])]
+    return Group(table, line, *etas)
 
 
-def watch(results: str | Path | None, interval: float = 2.0, console: Console | None = None, **filters) -> None:
+def watch(results: str | Path | None, interval: float = 2.0, console: Console | None = None,
+          sweep_eta: Callable[[list[dict]], list[str]] | None = None, **filters) -> None:
     """Redraw the table every `interval` seconds until Ctrl-C, then return (the command exits 0)."""
     console = console or Console()
     if not console.is_terminal:  # piped or captured: one frame at the end, at a readable width
         console = Console(file=console.file, width=max(console.width, 160))
     try:
-        with Live(render(results, interval=interval, **filters), console=console, auto_refresh=False) as live:
+        frame = functools.partial(render, results, interval=interval, sweep_eta=sweep_eta, **filters)
+        with Live(frame(), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
-                live.update(render(results, interval=interval, **filters), refresh=True)
+                live.update(frame(), refresh=True)
     except KeyboardInterrupt:
         pass
 

@@ -6,6 +6,8 @@ prints it as one line, exit 2); run directories that cannot be read become `warn
 """
 from __future__ import annotations
 
+import functools
+
 import contextlib
 import json
 import math
@@ -168,6 +170,26 @@ def report_cmd(
     typer.echo(f"wrote {path}")
 
 
+def sweep_eta_lines(results: Path | None, rows: list[dict]) -> list[str]:
+    """`cmx runs --watch`'s last lines: when each launched sweep with runs left ends (cmx.sweep.eta)."""
+    from ..analysis.watch import duration
+    from ..run.results import ResultsDir
+    from ..sweep.estimate import ALL_AT_ONCE
+    from ..sweep.eta import queues, sweep_eta
+
+    store = ResultsDir(results)
+    running = {r["run_id"]: r["eta_s"] for r in rows if r["state"] == "running"}
+    lines = []
+    for queue in queues(store):
+        found = sweep_eta(store, queue, running)
+        if found is not None:
+            seconds, basis, left = found
+            slots = queue.get("slots") or 1
+            where = "as SLURM runs them, all at once" if slots >= ALL_AT_ONCE else f"on {slots} slot(s)"
+            lines.append(f"sweep {queue['name']}: ETA ≈{duration(seconds)} for its {left} runs left {where}; {basis}")
+    return lines
+
+
 def runs_cmd(
     results: ResultsOpt = None,
     status: Annotated[Optional[list[str]], typer.Option(help="only runs in this state (pending, running, done, failed, interrupted); repeatable")] = None,
@@ -188,7 +210,8 @@ def runs_cmd(
 
         if fmt != "table" or not interval > 0:
             raise UserError("--watch draws a table (no --format) and needs --interval > 0")
-        watch_runs(results, interval, status=status, where=where, dataset=dataset)
+        watch_runs(results, interval, status=status, where=where, dataset=dataset,
+                   sweep_eta=functools.partial(sweep_eta_lines, results))
         return
     with warnings_to_stderr():
         runs = collect.load_runs(results)

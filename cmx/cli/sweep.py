@@ -1,7 +1,8 @@
 """`cmx sweep FILE`: plan a YAML sweep, show what is done, and train the rest locally or on SLURM.
 
 A thin wrapper: planning is cmx.sweep.plan, the projection cmx.sweep.estimate, running cmx.sweep.local /
-cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without the training stack).
+cmx.sweep.slurm. Nothing here imports cmx.run.train (a dry run must work without the training stack; the
+estimate's probe builds models in a child process).
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ from rich.text import Text
 from ..errors import CmxError, UserError
 from ..run.results import STATES
 from ..run.tracking import require as require_tracker
-from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, dataset_sizes, estimate
+from ..sweep import probe
+from ..sweep.eta import record_queue
+from ..sweep.estimate import ALL_AT_ONCE, ASSUMPTION, DEFAULT_TFLOPS, SweepEstimate, project
 from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
@@ -33,8 +36,9 @@ def sweep(
     results: Annotated[Optional[Path], Opt("--results", metavar="DIR", help="results directory [default: $CMX_RESULTS or results/]")] = None,
     set_: Annotated[Optional[list[str]], Opt("--set", metavar="KEY=VALUE", help="KEY=VALUE for every run (YAML scalar), e.g. --set epochs=10; repeatable")] = None,
     seeds: Annotated[Optional[str], Opt("--seeds", metavar="0,1,2", help="comma-separated seeds, replacing the files' seeds, e.g. 0,1,2")] = None,
-    dry_run: Annotated[bool, Opt("--dry-run", help="show every run, its status and the projected GPU-hours; launch nothing")] = False,
-    tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s per GPU for the GPU-hour projection")] = DEFAULT_TFLOPS,
+    dry_run: Annotated[bool, Opt("--dry-run", help="show every run, its status, its projected time on this device and the sweep's wall-clock; launch nothing")] = False,
+    tflops: Annotated[float, Opt("--tflops", help="assumed sustained TFLOP/s, only for a device with no measured run and no probe")] = DEFAULT_TFLOPS,
+    probe_: Annotated[bool, Opt("--probe/--no-probe", help="time a few steps of shapes with no finished run near enough here, and of kernel variants of measured shapes (cached; CMX_ESTIMATE_PROBE=off also skips it)")] = True,
     executor: Annotated[str, Opt("--executor", help="local | slurm | local-submitit | debug (the last two: submitit's local/in-process runners, for tests)")] = "local",
     rerun_failed: Annotated[bool, Opt("--rerun-failed", help="also launch runs that failed before (they resume from their checkpoint)")] = False,
     gpus: Annotated[Optional[str], Opt("--gpus", metavar="0,1,...", help="local: GPUs to use, e.g. 0,1,2,3, counted among the visible ones (an inherited CUDA_VISIBLE_DEVICES is remapped); slots round-robin over them")] = None,
@@ -77,15 +81,18 @@ def sweep(
         raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
     if workers is not None and gpus is not None:
         raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
+    layout = _slot_layout(executor, gpus, per_gpu, workers, gpus_per_run, max_parallel)
+    probing = probe_ and probe.enabled()
     if dry_run:
-        print_plan(plan, tflops)
+        todo, _ = select_runs(plan, rerun_failed)
+        print_plan(plan, sweep_estimate(plan, todo, tflops, probing, *layout), tflops)
         return
     record_roles(plan)  # before launching: a re-run of a finished study still records its roles
     todo, skipped = select_runs(plan, rerun_failed)
     for name in sorted({r.config.tracker for r in todo}):
         require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
-    hours = sum(estimate(r.config, tflops, _sizes(r)).gpu_hours for r in todo)
+    cost = sweep_estimate(plan, todo, tflops, probing, *layout)
     if executor == "local":
         from ..sweep.local import LocalExecutor, describe, make_slots
 
@@ -107,7 +114,9 @@ def sweep(
         where = f"--executor {executor}"
         runner = SubmititExecutor(plan.results, executor, options, wait=wait, echo=typer.echo)
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs — {_counts(plan)}; {len(todo)} to launch "
-                  f"({where}; ≈{_hours(hours)} GPU-h projected at {tflops:g} TFLOP/s)", soft_wrap=True)
+                  f"({where}; {launch_cost(cost, tflops)})", soft_wrap=True)
+    if todo:
+        record_queue(plan.results, plan.name, todo, *layout[:3], tflops)  # what `cmx runs --watch` projects
     summary = runner.submit(todo)
     summary.outcomes = skipped + summary.outcomes
     print_summary(plan, summary)
@@ -136,36 +145,73 @@ def register(app: typer.Typer) -> None:
 
 
 # ---------------------------------------------------------------------- output
-def print_plan(plan: Plan, tflops: float, console: Console | None = None) -> None:
-    """The dry run: a table of runs with status, a summary line and the GPU-hour projection."""
+def sweep_estimate(plan: Plan, todo: list[PlannedRun], tflops: float, probing: bool, slots: int, share_of: int,
+                   cluster: str | None, gpu: str | None) -> SweepEstimate:
+    """Every planned run's projection (the runs of `todo` still to train, from the epochs they have). On
+    SLURM (`cluster` "gpu" or "cpu") the device is the one most finished runs of that kind trained on."""
+    launch = {r.run_id for r in todo}
+    runs = [(r.config, _epochs_done(plan, r), r.run_id in launch) for r in plan.runs]
+    return project(runs, plan.results, tflops, slots=slots, share_of=share_of, probing=probing, gpu=gpu,
+                   cluster=cluster, say=lambda text: typer.echo(text, err=True))
+
+
+def _epochs_done(plan: Plan, run: PlannedRun) -> int:
+    """Done: all; interrupted, running or failed: the epochs its status records (it resumes after them)."""
+    if run.state == "done":
+        return run.config.epochs
+    if run.state == "pending":
+        return 0
+    return min(int((plan.results.status(run.run_id) or {}).get("epoch") or 0), run.config.epochs)
+
+
+def launch_cost(cost: SweepEstimate, tflops: float) -> str:
+    """The launch line's cost: '≈1.2 CPU-h, ≈1h 10m wall-clock; basis: 3 same shape, 2 k9 by FLOPs, from …'."""
+    bases = sorted({p.basis for p, todo in zip(cost.runs, cost.left) if todo})
+    assumed = f" at an assumed {tflops:g} TFLOP/s" if "assumed" in bases else ""
+    return (f"≈{_hours(cost.hours())} {cost.unit}{assumed}, ≈{duration(cost.wall_s)} wall-clock; "
+            f"{cost.sources()}")
+
+
+def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console | None = None) -> None:
+    """The dry run: a table of runs with status and projected time, the cost lines, notes."""
     console = console or Console(width=None if Console().is_terminal else 200, highlight=False)
     table = Table(title=f"sweep {plan.name} ({plan.path})", title_justify="left", header_style="bold")
     for col, kw in (("#", {"justify": "right"}), ("sweep", {}), ("label", {}), ("config", {}), ("run_id", {}),
-                    ("status", {}), ("GPU-h", {"justify": "right"})):
+                    ("status", {}), (cost.unit.replace("-h", " time"), {"justify": "right"}), ("basis", {})):
         table.add_column(col, **kw)
     roles = any(run.roles for run in plan.runs)  # a study of scaled stand-ins: which paper row each is
     if roles:
         table.add_column("stands for (paper:)")
-    total = left = 0.0
-    for i, run in enumerate(plan.runs, 1):
-        hours = estimate(run.config, tflops, _sizes(run)).gpu_hours
-        total += hours
-        left += hours if run.state != "done" else 0.0
+    for i, (run, projection, todo) in enumerate(zip(plan.runs, cost.runs, cost.left), 1):
         state = STATE_LABEL.get(run.state, run.state)
         if run.state in ("failed", "running", "interrupted"):
             status = plan.results.status(run.run_id) or {}
             if status.get("epoch") is not None and run.state != "failed":
                 state += f" {status.get('epoch')}/{status.get('epochs', run.config.epochs)}"
+        basis = (f"{projection.basis} ×{projection.n_runs}" if projection.n_runs else projection.basis)
         table.add_row(str(i), Text(", ".join(run.sweeps)), Text(run.label), Text(run.config.summary()), run.run_id,
-                      Text(state, style=STATE_STYLE.get(run.state, "")), f"{hours:.2f}",
+                      Text(state, style=STATE_STYLE.get(run.state, "")),
+                      duration(projection.seconds) if todo else "",
+                      Text(basis if todo else "", style="" if todo else "dim"),
                       *([Text("; ".join(dict.fromkeys(r.row for r in run.roles)))] if roles else []))
     console.print(table)
     shared = plan.n_variants - len(plan.runs)
     dedupe = f" ({plan.n_variants} configs; {shared} shared by several sweep entries, trained once)" if shared else ""
     console.print(f"{len(plan.runs)} runs: {_counts(plan)}{dedupe}", soft_wrap=True)
-    not_done = sum(r.state != "done" for r in plan.runs)
-    console.print(f"estimated GPU-hours: {_hours(left)} for the {not_done} runs not done ({_hours(total)} for all "
-                  f"{len(plan.runs)}); {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
+    n_left = sum(cost.left)
+    console.print(f"estimated {cost.unit.replace('-h', '-hours')}: {_hours(cost.hours())} for the {n_left} runs to "
+                  f"launch ({_hours(cost.hours(left_only=False))} if all {len(plan.runs)} were trained from the "
+                  f"start) on {cost.device}; {cost.sources()}", soft_wrap=True)
+    if n_left:
+        console.print(f"estimated wall-clock: {duration(cost.wall_s)} for the {n_left} runs to launch, "
+                      f"{cost.slots_text()}", soft_wrap=True)
+    bases = {p.basis for p, todo in zip(cost.runs, cost.left) if todo}
+    if "probe" in bases:
+        console.print(f"probe: a few timed optimisation steps, an augmentation chunk and an evaluation pass per "
+                      f"shape on this device (data loading and startup not timed); cached in {probe.cache_path()}",
+                      soft_wrap=True)
+    if "assumed" in bases:
+        console.print(f"assumed (not measured): {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
     for data in sorted({r.config.data for r in plan.runs}):
         if not _has_data(data):
             console.print(f"note: no CIFAR-10 under '{data}' yet: training downloads it there "
@@ -206,9 +252,28 @@ def _counts(plan: Plan) -> str:
     return ", ".join(f"{counts[s]} {STATE_LABEL.get(s, s)}" for s in STATES if counts[s]) or "nothing to run"
 
 
+def duration(seconds: float) -> str:
+    """75 → '1m 15s', 7300 → '2h 01m' (as `cmx runs --watch` writes it)."""
+    from ..analysis.watch import duration as watch_duration
+
+    return watch_duration(seconds)
+
+
 # ---------------------------------------------------------------------- option parsing
-def _sizes(run: PlannedRun) -> tuple[int, int]:
-    return dataset_sizes(run.config.data)  # a few stat() calls
+def _slot_layout(executor: str, gpus: str | None, per_gpu: int | None, workers: int | None,
+                 gpus_per_run: int | None, max_parallel: int | None) -> tuple[int, int, str | None, str | None]:
+    """(slots, runs sharing one device, where: None for this machine or "gpu"/"cpu" for SLURM's nodes,
+    this machine's first GPU of --gpus)."""
+    if executor == "local":
+        listed = _parse_gpus(gpus)
+        if listed:
+            share = _positive(per_gpu, 1, "--per-gpu")
+            return len(listed) * share, share, None, listed[0]
+        n = _positive(workers, 1, "--workers")
+        return n, n, None, None
+    if executor == "slurm":  # every run on its own node's device, max_parallel at a time (queueing not counted)
+        return max_parallel or ALL_AT_ONCE, 1, "gpu" if (gpus_per_run is None or gpus_per_run > 0) else "cpu", None
+    return 1, 1, None, None  # submitit's local and in-process runners: one run at a time here
 
 
 def _has_data(data: str) -> bool:

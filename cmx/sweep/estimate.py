@@ -1,8 +1,25 @@
-"""How much compute a run costs, projected from FLOPs (not measured): GPU-hours for `cmx sweep --dry-run`.
+"""What a sweep costs on this device: each run's wall time projected from measured rates, and the
+wall-clock of the whole sweep on its slots. `cmx sweep --dry-run`, the line a sweep prints at launch and
+`cmx runs --watch`'s sweep ETA all come from `project`.
 
-Why analytic: a sweep is planned before any GPU is touched, and the paper's 43 CIFAR runs differ mostly in
-h, d, p and k, whose cost is easy to count exactly. Per image, ConvMixer-h/d with patch p and kernel k runs
-at n = (32 // p)² positions (MACs = multiply-adds; FLOPs = 2 × MACs):
+Sources, best first — each projection says which it used and how many runs it rests on:
+
+1. **measured runs** of the results directory on the same device (rates.py): runs of the same shape
+   (h, d, p, k, batch, norm and the speed flags as set), scaled by data size × epochs (seconds per
+   forward-image unit); else runs differing only in k, the nearest k, scaled by the ratio of the two
+   kernels' probed step times (by FLOPs when probing is off); else the runs within 4× its FLOPs per
+   image, scaled by FLOPs. Nearest-k first, by a probed ratio, because time is not proportional to FLOPs:
+   on CPU large kernels cost more than their FLOPs (k15 1.6–3× its FLOP share of k9, issue 21), and a
+   small model's step is mostly augmentation (64/4 p2 k9 took 1.15× k5's time here, for 1.6× its FLOPs).
+   Each run also pays its measured startup.
+2. **a probe** (probe.py): a few timed optimisation steps, an augmentation chunk and an evaluation pass of
+   the shape, in a child process, cached per machine and shape — for a shape with no measured run near
+   enough (only when probing is off: every run of the device, scaled by FLOPs, basis "FLOPs (far)").
+3. **assumed**: FLOPs at an assumed sustained TFLOP/s (`--tflops`, default 40: an A100 in bf16) — only for
+   a device never measured here and not probed.
+
+The FLOPs, counted analytically per image for ConvMixer-h/d with patch p and kernel k at n = (32 // p)²
+positions (MACs = multiply-adds; FLOPs = 2 × MACs):
 
     patch embedding   3·p²·h           per position
     each of d blocks  k²·h + h²        depthwise k×k plus pointwise 1×1, per position
@@ -10,24 +27,30 @@ at n = (32 // p)² positions (MACs = multiply-adds; FLOPs = 2 × MACs):
 
 ConvMixer-256/8 p1 k9: n = 1024, (768 + 8 · (81·256 + 256²)) · 1024 + 2560 ≈ 707.5 M MACs ≈ 1.415 GFLOP
 forward per image. Training an image costs ≈ 3× its forward (forward + backward w.r.t. activations and
-weights) ≈ 4.2 GFLOP. A run is (3 · n_train + n_test / eval_every) forward passes per epoch (50,000 train
-and 10,000 test images for full CIFAR-10). Norms, activations, augmentation and the optimizer are left out:
-they add memory traffic, not many FLOPs, and are what the assumed throughput has to absorb.
+weights). A run is (3 · n_train + n_test / eval_every) forward passes per epoch (50,000 train and 10,000
+test images for full CIFAR-10).
 
-GPU-hours = FLOPs / (sustained TFLOP/s · 10¹² · 3600). The default 40 TFLOP/s is an *assumption* for an
-A100 in bf16 on these convolutions (≈13% of its 312 TFLOP/s dense peak: the depthwise convolutions are
-memory-bound, the 1×1 ones are small matmuls); pass `--tflops` with a number measured by `cmx bench` on
-your hardware. The result is a projection for planning, not a measurement.
+Concurrency: with --workers N (CPU) or --per-gpu N, runs share a device, and each takes longer than alone.
+The factor is measured where the results hold runs of one shape trained both alone and N at a time
+(rates.py reads it from their timestamps); otherwise it is assumed to be N (the device's throughput is
+split, no net gain), and the text says so. Device-hours count each run alone on the device; the
+wall-clock schedules the runs, each at its shared speed, onto the slots in plan order, as the local
+executor starts them (the first free slot takes the next run).
 """
 from __future__ import annotations
 
 import os
+import statistics
 from dataclasses import dataclass
+from typing import Callable
 
 from ..cifar import CHANNELS as C_IN, IMAGE_SIZE, N_CLASSES, split_sizes
 from ..cifar import TEST_SIZE as CIFAR_TEST, TRAIN_SIZE as CIFAR_TRAIN
+from . import probe, rates
 DEFAULT_TFLOPS = 40.0  # assumed sustained bf16 throughput of an A100 on ConvMixer (see module docstring)
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes
+FAR = 4.0  # runs more than 4× apart in FLOPs per image are scaled from only when nothing nearer exists
+ALL_AT_ONCE = 10**6  # slots of a SLURM array without --max-parallel (its queueing is not projected)
 
 
 def forward_flops(h: int, d: int, p: int, k: int, image: int = IMAGE_SIZE) -> float:
@@ -64,20 +87,191 @@ def gpu_hours(flops: float, tflops: float = DEFAULT_TFLOPS) -> float:
     return flops / (tflops * 1e12) / 3600.0
 
 
+ASSUMPTION = ("analytic conv FLOPs (patch embed + d·(k²·h + h²) per position) × 3 for training × images × "
+              "epochs, plus evaluation, at an assumed {tflops:g} TFLOP/s sustained (set --tflops, or train or "
+              "probe a run here to measure)")
+
+
+# ---------------------------------------------------------------------- projection from measured rates
 @dataclass(frozen=True)
-class Estimate:
-    forward_gflop: float  # per image
-    run_pflop: float  # whole run
-    gpu_hours: float
+class Projection:
+    """One run's projected wall time alone on its device (its remaining epochs, plus startup)."""
+    seconds: float
+    basis: str  # "same shape" | "k9 by FLOPs" | "FLOPs" | "probe" | "assumed"
+    n_runs: int  # measured runs it rests on (0 for a probe or an assumption)
+    device: str  # the device name it is projected for
 
 
-def estimate(config, tflops: float = DEFAULT_TFLOPS, sizes: tuple[int, int] | None = None) -> Estimate:
-    """The projection for one RunConfig; `sizes` = (n_train, n_test), default read from config.data."""
-    n_train, n_test = sizes if sizes is not None else dataset_sizes(config.data)
-    flops = run_flops(config, n_train, n_test)
-    return Estimate(config_forward_flops(config) / 1e9, flops / 1e15, gpu_hours(flops, tflops))
+@dataclass
+class SweepEstimate:
+    """Projections of a sweep's runs plus the wall-clock of those left on `slots` slots."""
+    runs: list[Projection]  # one per planned run, in plan order; 0 s for a done run
+    left: list[bool]  # which runs are still to train
+    whole: list[float]  # seconds of each run trained from its first epoch (what the sweep costs from scratch)
+    device: str
+    slots: int
+    share: float  # how much longer a run takes when `slots` share the device (1 with one slot)
+    share_basis: str  # how `share` was found: "", "measured from N runs", "assumed"
+    wall_s: float  # the runs left, scheduled in plan order onto the slots
+    evidence: int  # measured runs of this device in the results directory
+
+    @property
+    def unit(self) -> str:
+        return "CPU-h" if rates.is_cpu(self.device) else "GPU-h"
+
+    def hours(self, left_only: bool = True) -> float:
+        """Device-hours of the runs still to train (their remaining epochs), or of every run from scratch."""
+        if not left_only:
+            return sum(self.whole) / 3600.0
+        return sum(p.seconds for p, todo in zip(self.runs, self.left) if todo) / 3600.0
+
+    def sources(self) -> str:
+        """'basis: 3 same shape, 2 k9 by FLOPs, from 4 finished runs measured here', '…: 2 probe (no …)'."""
+        counts: dict[str, int] = {}
+        for p, todo in zip(self.runs, self.left):
+            if todo:
+                counts[p.basis] = counts.get(p.basis, 0) + 1
+        if not counts:
+            return "nothing left to train"
+        parts = ", ".join(f"{n} {basis}" for basis, n in counts.items())
+        if self.evidence:
+            return f"basis: {parts}, from {self.evidence} finished run{'s' if self.evidence != 1 else ''} measured here"
+        return f"basis: {parts} (no finished run on this device in the results directory)"
+
+    def slots_text(self) -> str:
+        if self.slots == 1:
+            return "one at a time"
+        if self.slots >= ALL_AT_ONCE:
+            return "all at once (the cluster's queue not counted)"
+        what = "CPU workers" if rates.is_cpu(self.device) else "slots"
+        return f"{self.slots} {what}, each run {self.share:.2g}× as long as alone ({self.share_basis})"
 
 
-ASSUMPTION = ("projection, not a measurement: analytic conv FLOPs (patch embed + d·(k²·h + h²) per position) "
-              "× 3 for training × images × epochs, plus evaluation, at an assumed {tflops:g} TFLOP/s sustained "
-              "per GPU (set --tflops from `cmx bench`)")
+def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: str | None = None,
+            slots: int = 1, share_of: int | None = None, probing: bool | None = None,
+            gpu: str | None = None, cluster: str | None = None, say=None) -> SweepEstimate:
+    """Project every (config, epochs done, still to train) of `runs` on `device`, and the wall-clock of
+    those still to train on `slots` slots of which `share_of` share one device (default: all of them on
+    CPU, one per GPU).
+
+    The device: this machine's for the first config (its GPU `gpu`), or on SLURM (`cluster` "gpu" or "cpu")
+    the device of that kind most finished runs trained on — the cluster's nodes are not probed from here."""
+    from ..run.results import ResultsDir
+
+    store = results if isinstance(results, ResultsDir) else ResultsDir(results)
+    configs = [r[0] for r in runs]
+    every = rates.measured_runs(store)
+    if device is None and cluster is not None:
+        names = [m.device_name for m in every if rates.is_cpu(m.device_name) == (cluster == "cpu")]
+        device = max(set(names), key=names.count) if names else ("cuda" if cluster == "gpu" else "cpu")
+        probing = False
+    device = device or rates.device_name(configs[0].device if configs else "cpu", gpu)
+    measured = [m for m in every if m.device_name == device]
+    factor = contention(measured)
+    probing = probe.enabled() if probing is None else probing
+    # probes: a shape with no finished run of this device near enough to scale from, and a kernel variant
+    # of a measured shape with that shape (their ratio scales the measured time; see _project_one)
+    to_probe = []
+    for config, done, todo in runs:
+        basis, used = _comparable(config, measured) if todo else ("same shape", [])
+        if basis in ("", "FLOPs (far)"):
+            to_probe.append(config)
+        elif basis.endswith("by FLOPs"):
+            to_probe += [config, config.replace(k=used[0].config.k)]
+    timed = probe.step_times(to_probe, device, gpu=gpu, say=say) if probing and to_probe else {}
+    startup = rates.startup_seconds(measured)
+    one = lambda config, done: _project_one(config, done, measured, factor, startup, timed, tflops, device)  # noqa: E731
+    projections = [one(config, done) for config, done, todo in runs]
+    whole = [one(config, 0).seconds for config, done, todo in runs]
+    share_of = share_of if share_of is not None else (slots if rates.is_cpu(device) else 1)
+    share, share_basis = (1.0, "") if share_of <= 1 else factor(share_of)
+    left = [bool(r[2]) for r in runs]
+    wall = schedule([p.seconds * share for p, todo in zip(projections, left) if todo], slots)
+    return SweepEstimate(projections, left, whole, device, slots, share, share_basis, wall, len(measured))
+
+
+def _project_one(config, done: int, measured, factor, startup: float, timed: dict, tflops: float,
+                 device: str) -> Projection:
+    n_train, n_test = dataset_sizes(config.data)
+    work = rates.units(config, n_train, n_test, done)
+    flops = config_forward_flops(config) * work
+    if work == 0:
+        return Projection(0.0, "done", 0, device)
+    alone = lambda m: m.per_unit / factor(m.concurrency)[0]  # noqa: E731 - seconds per unit had it run alone
+    key = rates.shape_key(config)
+    basis, used = _comparable(config, measured)
+    if basis == "same shape":
+        rate = statistics.median(alone(m) for m in used)
+        return Projection(rate * work + startup, basis, len(used), device)
+    reference = rates.shape_key(config.replace(k=used[0].config.k)) if basis.endswith("by FLOPs") else None
+    if reference in timed and key in timed:  # the measured k's time × the probed cost of this k against it
+        rate = statistics.median(alone(m) for m in used) * timed[key][0] / timed[reference][0]
+        return Projection(rate * work + startup, basis.replace("by FLOPs", "× probed ratio"), len(used), device)
+    if used and (basis != "FLOPs (far)" or key not in timed):
+        per_flop = statistics.median(alone(m) / config_forward_flops(m.config) for m in used)
+        return Projection(per_flop * flops + startup, basis, len(used), device)
+    if key in timed:
+        step_s, eval_s = timed[key]
+        steps = n_train // config.batch_size
+        evals = sum(1 for e in range(done + 1, config.epochs + 1)
+                    if e % config.eval_every == 0 or e == config.epochs)
+        return Projection((config.epochs - done) * steps * step_s + evals * n_test * eval_s, "probe", 0, device)
+    return Projection(gpu_hours(flops, tflops) * 3600.0, "assumed", 0, device)
+
+
+def _comparable(config, measured) -> tuple[str, list]:
+    """(basis, runs) to project `config`'s time from: runs of its shape; else the nearest k of its shape
+    (scaled by FLOPs, or by a probe's ratio of the two kernels); else the runs within FAR× its FLOPs per
+    image; else ("FLOPs (far)", all runs), which a probe beats. ("", []): no measured run at all.
+
+    Why not any shape: time per FLOP is not constant — a small model on CPU spends most of a step on
+    augmentation, so its rate scaled to a model 30× larger would be far off."""
+    if not measured:
+        return "", []
+    same = [m for m in measured if rates.shape_key(m.config) == rates.shape_key(config)]
+    if same:
+        return "same shape", same
+    other_k = [m for m in measured if _without_k(m.config) == _without_k(config)]
+    if other_k:
+        nearest = min({m.config.k for m in other_k}, key=lambda k: (abs(k - config.k), -k))
+        return f"k{nearest} by FLOPs", [m for m in other_k if m.config.k == nearest]
+    flops = config_forward_flops(config)
+    near = [m for m in measured if 1 / FAR <= config_forward_flops(m.config) / flops <= FAR]
+    return ("FLOPs", near) if near else ("FLOPs (far)", measured)
+
+
+def _without_k(config) -> tuple:
+    return tuple(v for name, v in zip(rates.SHAPE_FIELDS, rates.shape_key(config)) if name != "k")
+
+
+def contention(measured: list) -> Callable[[int], tuple[float, str]]:
+    """factor(n) -> (how many times longer a run takes with n runs sharing the device, how known).
+
+    Measured when some shape was trained both alone and n at a time (ratio of its median rates, median over
+    such shapes); otherwise assumed n: sharing splits the device's throughput without a net gain."""
+    by_shape: dict[tuple, dict[int, list[float]]] = {}
+    for m in measured:
+        by_shape.setdefault(rates.shape_key(m.config), {}).setdefault(m.concurrency, []).append(m.per_unit)
+
+    def factor(n: int) -> tuple[float, str]:
+        if n <= 1:
+            return 1.0, "alone"
+        ratios, runs = [], 0
+        for levels in by_shape.values():
+            if 1 in levels and n in levels:
+                ratios.append(statistics.median(levels[n]) / statistics.median(levels[1]))
+                runs += len(levels[n]) + len(levels[1])
+        if ratios:
+            return statistics.median(ratios), f"measured from {runs} runs trained alone and {n} at a time"
+        return float(n), f"assumed: {n} runs at once split the device, no runs here measured {n} at a time"
+
+    return factor
+
+
+def schedule(seconds: list[float], slots: int) -> float:
+    """Makespan of runs started in this order, each on the first slot to come free (the local executor)."""
+    free = [0.0] * max(1, slots)
+    for s in seconds:
+        i = min(range(len(free)), key=free.__getitem__)
+        free[i] += s
+    return max(free)
