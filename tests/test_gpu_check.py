@@ -120,7 +120,7 @@ def test_a_check_stopped_from_outside_stops_its_capped_command(tmp_path, sig):
     while not pids.is_file() and time.monotonic() < end:
         time.sleep(0.1)
     driver.send_signal(sig)
-    driver.wait(timeout=30)
+    driver.wait(timeout=120)  # generous: a loaded CI machine can starve the driver's exit
     assert pids.is_file() and pid_gone(int(pids.read_text())), "the capped command outlived the check"
 
 

@@ -84,14 +84,14 @@ def test_the_mini_study_stands_for_the_paper_rows_with_the_run_ids_of_its_files_
     study = make_plan(MINI / "study.yaml", tmp_path / "r")
     assert len(study.runs) == 96 and all(r.roles for r in study.runs)  # 32 configurations × 3 seeds
     rows = rows_of(study)
-    assert rows["64/4 p2 k9 wd=0.01 epochs=8 batch_size=128 seed=0"] == ["table8:weight_decay:256/8 p1 k9 wd 0.01"]
-    assert rows["64/4 p2 k5 epochs=8 batch_size=128 seed=1"] == ["table8:kernel:256/8 p1 k5 wd 0"]
-    assert rows["32/2 p2 k8 epochs=8 batch_size=128 seed=0"] == ["table8:width_depth:128/4 p1 k8 wd 0"]
-    assert rows["64/4 p16 k9 epochs=8 batch_size=128 seed=2"] == ["table8:patch:256/8 p8 k9 wd 0"]
-    assert rows["64/8 p2 k3 epochs=8 batch_size=128 seed=0"] == ["text:ConvMixer-256/10 k3 (params matched to k9)"]
-    assert rows["64/4 p2 k9 -randaug epochs=8 batch_size=128 seed=0"] == ["table7:- RandAug"]
-    assert rows["64/4 p2 k9 residual=none epochs=8 batch_size=128 seed=2"] == ["table7:- Residual in Eq. 2"]
-    assert rows["64/10 p2 k8 epochs=8 batch_size=128 seed=1"] == ["table8:width_depth:256/20 p1 k8 wd 0"]
+    assert rows["64/4 p2 k9 wd=0.01 epochs=4 batch_size=128 seed=0"] == ["table8:weight_decay:256/8 p1 k9 wd 0.01"]
+    assert rows["64/4 p2 k5 epochs=4 batch_size=128 seed=1"] == ["table8:kernel:256/8 p1 k5 wd 0"]
+    assert rows["32/2 p2 k8 epochs=4 batch_size=128 seed=0"] == ["table8:width_depth:128/4 p1 k8 wd 0"]
+    assert rows["64/4 p16 k9 epochs=4 batch_size=128 seed=2"] == ["table8:patch:256/8 p8 k9 wd 0"]
+    assert rows["64/8 p2 k3 epochs=4 batch_size=128 seed=0"] == ["text:ConvMixer-256/10 k3 (params matched to k9)"]
+    assert rows["64/4 p2 k9 -randaug epochs=4 batch_size=128 seed=0"] == ["table7:- RandAug"]
+    assert rows["64/4 p2 k9 residual=none epochs=4 batch_size=128 seed=2"] == ["table7:- Residual in Eq. 2"]
+    assert rows["64/10 p2 k8 epochs=4 batch_size=128 seed=1"] == ["table8:width_depth:256/20 p1 k8 wd 0"]
 
     def plain(x):  # the loader's line-remembering containers → plain YAML, `paper:` dropped
         if isinstance(x, dict):

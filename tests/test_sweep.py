@@ -52,7 +52,7 @@ def test_the_mini_study_trains_seeds_0_and_1_of_everything_before_seed_2(tmp_pat
     runs = make_plan(SWEEPS / "mini" / "study.yaml", tmp_path / "results").runs
     seeds = [r.config.seed for r in runs]
     assert len(runs) == 96 and seeds == sorted(seeds, key=lambda s: s == 2)  # 32 configurations × 3 seeds
-    assert seeds.count(2) == 32 and all(r.config.epochs == 8 and r.config.batch_size == 128 for r in runs)
+    assert seeds.count(2) == 32 and all(r.config.epochs == 4 and r.config.batch_size == 128 for r in runs)
     rows = {role.row for r in runs for role in r.roles}
     assert {"table7:- Residual in Eq. 2", "table7:+ Residual in Eq. 3",
             "table8:width_depth:256/20 p1 k8 wd 0"} <= rows

@@ -114,7 +114,9 @@ def test_training_step_does_not_sync_with_the_host(tiny_config, tmp_path, monkey
 
         def counting(self, *a, _original=original, **kw):
             # reads made by cmx's own code (torch's CPU AdamW reads its CPU step counters; fused CUDA AdamW doesn't)
-            if sys._getframe(1).f_code.co_filename.startswith(package):
+            caller = sys._getframe(1).f_code
+            # the final weights are read once, at the end of the run, to hash and save them: not a step's sync
+            if caller.co_filename.startswith(package) and caller.co_name not in ("_finish", "weights_sha256"):
                 calls["n"] += 1
             return _original(self, *a, **kw)
 

@@ -280,11 +280,12 @@ def _finish(config: RunConfig, engine: Engine, state: TrainState, store: Results
         "params": n_params, "images": images, "epochs": config.epochs, "seed": config.seed, "wall_s": round(wall, 2),
         "img_per_s": round(img_per_s, 1) if img_per_s else None,
         "finished": now_iso(), "provenance": {**provenance(engine.device), "engine": engine.describe()},
-        "weights_sha256": weights_sha256(engine.model.state_dict()),  # identical arms → "not testable"
     }
+    weights = {name: t.detach().cpu() for name, t in engine.model.state_dict().items()}  # one read, at the end
+    result["weights_sha256"] = weights_sha256(weights)  # identical arms → "not testable"
     run_dir = store.run_dir(run_id)
     buffer = io.BytesIO()  # CPU tensors: model.pt loads on any machine without map_location
-    torch.save({name: t.detach().cpu() for name, t in engine.model.state_dict().items()}, buffer)
+    torch.save(weights, buffer)
     atomic_write_bytes(run_dir / "model.pt", buffer.getvalue())
     atomic_write_json(run_dir / "result.json", result)
     store.append_index_row(index_row(result))
