@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..machine import cpu_model
+
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the cmx package (this file is cmx/run/provenance.py)
 
 
@@ -64,13 +66,7 @@ def weights_sha256(state_dict: dict[str, torch.Tensor]) -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu: " + (platform.processor() or platform.machine())
+    return "cpu: " + cpu_model()
 
 
 def provenance(device: torch.device) -> dict:

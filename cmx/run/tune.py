@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from typing import Callable
 import torch
 
 from ..cifar import IMAGE_SIZE
+from ..machine import cpu_model
 from .config import RunConfig
 from .depthwise import PATHS, DepthwiseConv2d
 from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
@@ -48,16 +48,6 @@ def cache_path() -> Path:
     return Path(root) / "cpu_settings.json"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cpu_has_native_bf16() -> bool:
     try:
         flags = Path("/proc/cpuinfo").read_text()
@@ -67,7 +57,7 @@ def cpu_has_native_bf16() -> bool:
 
 
 def cache_key(config: RunConfig) -> str:
-    key = (f"{cpu_name()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
+    key = (f"{cpu_model()} | {torch.get_num_threads()} threads | torch {torch.__version__} | "
            f"{config.h}/{config.d} p{config.p} k{config.k} {config.norm}norm, batch {config.batch_size}")
     return key if config.conv_path == "auto" else f"{key}, conv {config.conv_path}"
 

@@ -20,7 +20,6 @@ import dataclasses
 import functools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
+from ..machine import cpu_model
 from ..run.config import RunConfig
 from ..run.results import ResultsDir, parse_iso
 
@@ -161,13 +161,7 @@ def startup_seconds(runs: list[Measured]) -> float:
 # ---------------------------------------------------------------------- this machine
 def cpu_name() -> str:
     """As provenance.device_name writes it for a CPU (without importing torch)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return "cpu: " + line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "cpu: " + (platform.processor() or platform.machine())
+    return "cpu: " + cpu_model()
 
 
 @functools.lru_cache(maxsize=1)
