@@ -30,6 +30,7 @@ import torch
 
 from ..cifar import IMAGE_SIZE
 from ..machine import cpu_model
+from . import cache
 from .config import RunConfig
 from .depthwise import PATHS, DepthwiseConv2d
 from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
@@ -43,9 +44,11 @@ def _amp(precision: str) -> str:
     return "off" if precision == "fp32" else precision
 
 
+CACHE = "cpu_settings.json"  # in $CMX_CACHE_DIR (run/cache.py)
+
+
 def cache_path() -> Path:
-    root = os.environ.get("CMX_CACHE_DIR") or Path.home() / ".cache" / "cmx"
-    return Path(root) / "cpu_settings.json"
+    return cache.cache_path(CACHE)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -95,7 +98,10 @@ def choose_settings(config: RunConfig, device: torch.device, say: Callable[[str]
             config.conv_path if conv_fixed else default_conv_path(config.k, memory_format))
         return Settings(resolve_amp(config.amp, device), memory_format, conv, "flags" if fixed else "default")
     options = candidates(config)
-    cached = read_cache().get(cache_key(config))
+    if len(options) == 1 and conv_fixed:  # e.g. --channels-last on a CPU without native bf16
+        layout, precision = options[0]
+        return Settings(AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], config.conv_path, "flags")
+    cached = cache.read_cache(CACHE).get(cache_key(config))
     if cached and (cached["layout"], cached["precision"]) in options and "conv_path" in cached:
         layout, precision, conv, how = cached["layout"], cached["precision"], cached["conv_path"], "cached probe"
     else:
@@ -103,8 +109,6 @@ def choose_settings(config: RunConfig, device: torch.device, say: Callable[[str]
         conv, how = paths[(layout, precision)], "probe"
         say("cpu settings probe: " + ", ".join(f"{lay} {prec} (conv {paths[(lay, prec)]}) {1000 * s:.0f} ms/step"
                                                 for (lay, prec), s in timings.items()))
-    if len(options) == 1 and conv_fixed:
-        how = "flags"
     say(f"cpu settings: {layout}, {precision}, conv {conv} ({how}; override with --channels-last/"
         f"--no-channels-last, --amp, --conv-path)")
     return Settings(AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], conv, how)
@@ -165,7 +169,8 @@ def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[s
         x.grad = conv.weight.grad = conv.bias.grad = None
         return time.perf_counter() - start
 
-    order = [default_conv_path(config.k, fmt)] + [p for p in PATHS if p != default_conv_path(config.k, fmt)]
+    first_guess = default_conv_path(config.k, fmt)
+    order = [first_guess] + [p for p in PATHS if p != first_guess]
     timings: dict[str, float] = {}
     for path in order:
         conv.path = path
@@ -214,25 +219,11 @@ def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> tuple[d
     return timings, paths
 
 
-def read_cache() -> dict:
-    try:
-        return json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
 def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: dict) -> None:
-    """Best effort: an unwritable cache only means probing again next time."""
-    from .results import atomic_write_json
-
-    entries = read_cache()
+    entries = cache.read_cache(CACHE)
     entries[key] = {"layout": layout, "precision": precision, "conv_path": conv_path,
                     "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()}}
-    try:
-        cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cache_path(), entries)
-    except OSError:
-        pass
+    cache.write_cache(CACHE, entries)
 
 
 if __name__ == "__main__":  # the child of probe_in_child: one JSON line of seconds per step

@@ -23,6 +23,7 @@ import time
 from importlib import metadata
 from pathlib import Path
 
+from ..run import cache
 from ..run.config import RunConfig
 from .rates import SHAPE_FIELDS
 
@@ -35,9 +36,11 @@ def enabled() -> bool:
     return os.environ.get("CMX_ESTIMATE_PROBE", "on") != "off"
 
 
+CACHE = "step_times.json"  # in $CMX_CACHE_DIR (run/cache.py)
+
+
 def cache_path() -> Path:
-    root = os.environ.get("CMX_CACHE_DIR") or Path.home() / ".cache" / "cmx"
-    return Path(root) / "step_times.json"
+    return cache.cache_path(CACHE)
 
 
 def _torch_version() -> str:
@@ -59,10 +62,10 @@ def step_times(configs: list[RunConfig], device_name: str, threads: int | None =
     probe gives no entry."""
     from .rates import shape_key
 
-    cache = _read_cache()
+    entries = cache.read_cache(CACHE)
     found, missing = {}, {}
     for config in configs:
-        entry = cache.get(cache_key(device_name, threads, config))
+        entry = entries.get(cache_key(device_name, threads, config))
         if entry:
             found[shape_key(config)] = (entry["step_s"], entry["eval_s_per_image"])
         else:
@@ -75,9 +78,9 @@ def step_times(configs: list[RunConfig], device_name: str, threads: int | None =
         for key, config in missing.items():
             if key in timed:
                 found[key] = timed[key]
-                cache[cache_key(device_name, threads, config)] = {"step_s": timed[key][0],
-                                                                  "eval_s_per_image": timed[key][1]}
-        _write_cache(cache)
+                entries[cache_key(device_name, threads, config)] = {"step_s": timed[key][0],
+                                                                    "eval_s_per_image": timed[key][1]}
+        cache.write_cache(CACHE, entries)
     return found
 
 
@@ -146,24 +149,6 @@ def probe(config: RunConfig) -> tuple[float, float]:
     test_y = torch.randint(0, 10, (EVAL_IMAGES,), generator=gen).to(device)
     eval_s = timed(lambda: engine.evaluate(test, test_y)) / EVAL_IMAGES
     return statistics.median(steps) + augment_s, eval_s
-
-
-def _read_cache() -> dict:
-    try:
-        return json.loads(cache_path().read_text())
-    except (OSError, ValueError):
-        return {}
-
-
-def _write_cache(entries: dict) -> None:
-    """Best effort: an unwritable cache only means probing again next time."""
-    from ..run.results import atomic_write_json
-
-    try:
-        cache_path().parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cache_path(), entries)
-    except OSError:
-        pass
 
 
 if __name__ == "__main__":  # the child of measure(): one JSON line, [step_s, eval_s_per_image] or null each
