@@ -44,18 +44,6 @@ def cpu_flags() -> str:
     return f"{model}; {' '.join(have)}"
 
 
-def interleaved_cpu_time(fns: dict, rounds: int) -> dict[str, list[float]]:
-    """As bench.speed.interleaved, timed by this process's CPU time: with one thread and other processes
-    on the machine, CPU seconds measure the work where wall seconds measure the scheduler."""
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = time.process_time()
-            fn()
-            times[name].append(time.process_time() - start)
-    return times
-
-
 def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: int,
          cpu_time: bool = False) -> list[dict]:
     gen = torch.Generator().manual_seed(0)
@@ -70,7 +58,8 @@ def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: 
                  "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0]}
         for step in steps.values():  # warm-up
             step()
-        times = interleaved_cpu_time(steps, rounds) if cpu_time else interleaved(steps, rounds, torch.device("cpu"))
+        clock = time.process_time if cpu_time else time.perf_counter
+        times = interleaved(steps, rounds, torch.device("cpu"), clock=clock)
         gflop = TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9
         row = {"k": k, "path": chosen, "gflop": gflop}
         for name, seconds in times.items():

@@ -165,12 +165,17 @@ def test_never_reached():
 """
 
 
-def test_a_killed_tests_section_keeps_every_result_it_had(tmp_path):
-    """pytest's junit XML is written only at the end; the plugin's lines are written as each test ends."""
+def fake_tests_section(tmp_path, timeout: float, test_cost: float):
+    """The tests section run over FAKE_CUDA_TESTS: (exit code, its report)."""
     test_file = tmp_path / "test_fake_cuda.py"
     test_file.write_text(FAKE_CUDA_TESTS)
     report = Report(tmp_path / "out", fresh=True, echo=lambda line: None)
-    code = gpu_check.tests_section(report, None, timeout=15, test_file=test_file, test_cost=0)
+    return gpu_check.tests_section(report, None, timeout=timeout, test_file=test_file, test_cost=test_cost), report
+
+
+def test_a_killed_tests_section_keeps_every_result_it_had(tmp_path):
+    """pytest's junit XML is written only at the end; the plugin's lines are written as each test ends."""
+    code, report = fake_tests_section(tmp_path, timeout=15, test_cost=0)
     assert code == 124
     rows = {row["check"]: row for row in report.load()["checks"]}
     assert rows["test_passes"]["verdict"] == "pass" and rows["test_param_passes"]["figure"] == "2 of 2 passed"
@@ -181,10 +186,7 @@ def test_a_killed_tests_section_keeps_every_result_it_had(tmp_path):
 
 
 def test_tests_that_do_not_fit_are_skipped_for_budget_not_killed(tmp_path):
-    test_file = tmp_path / "test_fake_cuda.py"
-    test_file.write_text(FAKE_CUDA_TESTS)
-    report = Report(tmp_path / "out", fresh=True, echo=lambda line: None)
-    code = gpu_check.tests_section(report, None, timeout=60, test_file=test_file, test_cost=1000)
+    code, report = fake_tests_section(tmp_path, timeout=60, test_cost=1000)
     assert code == 0
     rows = report.load()["checks"]
     assert all(row["verdict"] == "skip" for row in rows)

@@ -43,6 +43,9 @@ def test_flags_win_and_a_new_shape_is_probed_on_its_own(probing, monkeypatch):
     monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("flags were given: nothing to probe"))
     assert tune.choose_settings(tiny(channels_last=False, amp="off", conv_path="padded"), torch.device("cpu"),
                                 print) == tune.Settings(None, torch.contiguous_format, "padded", "flags")
+    monkeypatch.setattr(tune, "cpu_has_native_bf16", lambda: False)  # amp auto leaves one candidate: fp32
+    assert tune.choose_settings(tiny(channels_last=True, conv_path="wgrad"), torch.device("cpu"), print) == \
+        tune.Settings(None, torch.channels_last, "wgrad", "flags")
     assert tune.cache_key(tiny(h=16)) != tune.cache_key(tiny())
     assert not probing.exists()
 

@@ -59,11 +59,14 @@ def sync(device: torch.device) -> None:
 
 
 def interleaved(fns: dict[str, Callable[[], None]], rounds: int, device: torch.device,
-                limits: dict[str, int] | None = None) -> dict[str, list[float]]:
+                limits: dict[str, int] | None = None,
+                clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Run each fn once per round, in turn (A B A B ...), each timed alone between device syncs.
 
     Interleaving puts every contender under the same background load; `limits` caps the rounds of a slow
-    contender (it stops taking turns after that many). Returns seconds per call, per contender.
+    contender (it stops taking turns after that many). `clock=time.process_time` times CPU seconds instead
+    of wall seconds (one thread on a loaded machine: the work, not the scheduler). Returns seconds per
+    call, per contender.
     """
     limits = limits or {}
     times: dict[str, list[float]] = {name: [] for name in fns}
@@ -72,10 +75,10 @@ def interleaved(fns: dict[str, Callable[[], None]], rounds: int, device: torch.d
             if i >= limits.get(name, rounds):
                 continue
             sync(device)
-            start = time.perf_counter()
+            start = clock()
             fn()
             sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(clock() - start)
     return times
 
 

@@ -51,7 +51,7 @@ class _DepthwiseConvCPU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, how):
-        pad_fwd, pad_gx, grouped_gw = how
+        pad_fwd = how[0]
         c, k = weight.shape[0], weight.shape[-1]
         before, after = same_padding(k)
         ctx.save_for_backward(x, weight)
