@@ -38,7 +38,7 @@ GPU_DATA := $(if $(wildcard ../shared/data/cifar10-mini),../shared/data/cifar10-
 OUT ?= results/gpu-check
 gpu-check: DATA = $(GPU_DATA)
 gpu-check: $(if $(filter $(BIN)/python,$(GPU_PY)),install)
-	@$(GPU_PY) -m cmx.bench.gpu_check --data $(DATA) --out $(OUT)
+	@$(GPU_PY) -m cmx.bench.gpu --data $(DATA) --out $(OUT)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

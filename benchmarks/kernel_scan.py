@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmx.bench.speed import cmx_train_step, interleaved  # noqa: E402
-from cmx.run.config import RunConfig  # noqa: E402
+from cmx.config import RunConfig  # noqa: E402
 from cmx.run.tune import fastest_conv_path  # noqa: E402
 from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
 

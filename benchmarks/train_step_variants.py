@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmx.augment.pipeline import augment_batch  # noqa: E402
 from cmx.bench.speed import cmx_train_step, interleaved, rate, reference_train_step  # noqa: E402
-from cmx.run.config import RunConfig  # noqa: E402
+from cmx.config import RunConfig  # noqa: E402
 
 
 def main(argv=None) -> None:

@@ -36,7 +36,7 @@ class Interrupted(CmxError):
 
 
 class RunBusy(CmxError):
-    """Another live process holds the run's claim (cmx.run.claim). Exit code 4; nothing was written."""
+    """Another live process holds the run's claim (cmx.store.claim). Exit code 4; nothing was written."""
 
     exit_code = 4
 

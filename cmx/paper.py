@@ -15,7 +15,7 @@ import io
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .run.config import RunConfig
+from .config import RunConfig
 
 # Section headings as the paper prints them (Table 8 uses "↓ ..." separators; Table 7 has one block).
 SECTION_TITLES = {

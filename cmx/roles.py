@@ -27,7 +27,7 @@ from typing import Any, Iterable
 from filelock import FileLock
 
 from .errors import UserError
-from .run.results import atomic_write_json
+from .files import atomic_write_json
 
 ROLES_FILE = "roles.json"
 VERSION = 1

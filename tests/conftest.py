@@ -32,7 +32,7 @@ def tiny_data(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_config(tiny_data):
     """A factory of very small, fast RunConfigs on the tiny data (CPU)."""
-    from cmx.run.config import RunConfig
+    from cmx.config import RunConfig
 
     def make(**changes):
         base = dict(h=8, d=1, p=4, k=3, epochs=2, batch_size=32, device="cpu", data=str(tiny_data))
@@ -58,7 +58,7 @@ def cli():
     import typer
     from typer.testing import CliRunner
 
-    from cmx.cli.results import register
+    from cmx.cli.analysis import register
 
     app = typer.Typer()
     register(app)

@@ -10,8 +10,8 @@ import csv
 import json
 from pathlib import Path
 
-from cmx.run.results import now_iso
-from cmx.run.config import RunConfig, eq4_params
+from cmx.files import now_iso
+from cmx.config import RunConfig, eq4_params
 
 OTHER_HOST = "gpu-node-7"  # a 'running' status from another host is trusted without a pid check
 

@@ -18,10 +18,11 @@ import pytest
 
 from cmx.cli.app import main
 from cmx.errors import Interrupted, RunBusy
-from cmx.run import claim
+from cmx.store import claim
 from cmx.run import train as train_module
 from cmx.run.stop import StopRequest
-from cmx.run.results import ResultsDir, atomic_write_json
+from cmx.store.resultsdir import ResultsDir
+from cmx.files import atomic_write_json
 from cmx.run.train import train
 from cmx.sweep.plan import make_plan
 from conftest import REPO, cmx_subprocess_env

@@ -1,7 +1,7 @@
 """One validated config from flags and YAML; run ids that are stable and mean 'same experiment'."""
 import pytest
 
-from cmx.run.config import IDENTITY_FIELDS, RunConfig
+from cmx.config import IDENTITY_FIELDS, RunConfig
 from cmx.errors import UserError
 
 
@@ -47,7 +47,7 @@ def test_every_config_field_is_a_train_option_with_the_fields_help():
     import typer.main
 
     from cmx.cli import app
-    from cmx.run.config import FIELD_NAMES
+    from cmx.config import FIELD_NAMES
 
     train = typer.main.get_command(app).commands["train"]
     options = {param.name: param for param in train.params}

@@ -31,11 +31,11 @@ import torch
 from cmx.augment import pipeline as A
 from cmx.augment import randaugment as ra
 from cmx.errors import Interrupted
-from cmx.run import train as train_module
-from cmx.run.config import RunConfig
+from cmx.run import batches as batches_module, train as train_module
+from cmx.config import RunConfig
 from cmx.run.data import batches_dir, load_cifar10
 from cmx.run.model import build_model
-from cmx.run.results import ResultsDir
+from cmx.store.resultsdir import ResultsDir
 from cmx.run import engine as engine_module
 from cmx.run.engine import make_optimizer, maybe_compile
 from cmx.run.stop import StopRequest
@@ -195,7 +195,7 @@ def sync_data(tmp_path_factory_or_path) -> Path:
 
 
 def guarded_run(monkeypatch, tmp_path, config: RunConfig) -> dict:
-    monkeypatch.setattr(train_module, "AUG_CHUNK_IMAGES", 128)  # a new chunk every 8 steps: inside the windows
+    monkeypatch.setattr(batches_module, "AUG_CHUNK_IMAGES", 128)  # a new chunk every 8 steps: inside the windows
     seen = guard_steps(monkeypatch, lambda: torch.cuda.set_sync_debug_mode("error"),
                        lambda: torch.cuda.set_sync_debug_mode("default"))
     try:
@@ -284,7 +284,7 @@ def deterministic():
 def test_interrupt_mid_chunk_on_cuda_resumes_bit_identically(tiny_config, tmp_path, monkeypatch, deterministic):
     """Full augmentation with the CUDA generator: a stop (as on SIGINT) in epoch 2, in the middle of an augmented chunk,
     then a resume, gives the weights of a run that was never stopped."""
-    monkeypatch.setattr(train_module, "AUG_CHUNK_IMAGES", 128)  # batch 32: chunks of 4 steps
+    monkeypatch.setattr(batches_module, "AUG_CHUNK_IMAGES", 128)  # batch 32: chunks of 4 steps
     config = tiny_config(epochs=2, device="cuda")  # 320 images: 10 steps per epoch
     train(config, tmp_path / "straight")
     real_lr_at, calls, stop = train_module.lr_at, {"n": 0}, StopRequest()
@@ -380,7 +380,7 @@ def test_a_cuda_runs_model_pt_loads_where_no_gpu_is_visible(tiny_config, tmp_pat
 
 
 def test_a_cpu_run_on_a_gpu_host_creates_no_cuda_context_and_saves_no_cuda_rng(tiny_data, tmp_path):
-    code = ("import sys, torch; from cmx.run.config import RunConfig; from cmx.run.train import train; "
+    code = ("import sys, torch; from cmx.config import RunConfig; from cmx.run.train import train; "
             "from cmx.run.stop import StopRequest; "
             f"train(RunConfig(h=8, d=1, p=4, k=3, epochs=1, batch_size=32, device='cpu', data={str(tiny_data)!r}), "
             f"{str(tmp_path)!r}); print(torch.cuda.is_initialized())")
@@ -394,7 +394,7 @@ def test_a_cuda_profile_counts_kernels_only(tiny_config):
     """pytorch #130730: labelled ranges come back as device events too; the kinds must add up to the kernel
     total (nothing counted twice) and the kernels must leave room for idle time (not the whole span)."""
     from cmx.augment.pipeline import augment_batches
-    from cmx.bench import gpu_profile as P
+    from cmx.bench.gpu import profile as P
     from cmx.bench.speed import cmx_train_step
 
     config = tiny_config(h=32, d=2, p=2, k=5, batch_size=32, device="cuda")

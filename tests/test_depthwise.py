@@ -6,7 +6,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from cmx.run import depthwise
-from cmx.run.config import CHOICES, RunConfig
+from cmx.config import CHOICES, RunConfig
 from cmx.run.depthwise import PATHS, DepthwiseConv2d, set_path
 from cmx.run.model import build_model
 

@@ -14,9 +14,10 @@ import pytest
 
 from cmx.analysis.watch import render
 from cmx.cli.app import main
-from cmx.cli.results import sweep_eta_lines
-from cmx.run.config import RunConfig
-from cmx.run.results import ResultsDir, now_iso, parse_iso
+from cmx.cli.analysis import sweep_eta_lines
+from cmx.config import RunConfig
+from cmx.store.resultsdir import ResultsDir
+from cmx.files import now_iso, parse_iso
 from cmx.sweep import probe, rates
 from cmx.sweep.estimate import config_forward_flops, project, run_flops, schedule
 from cmx.sweep.eta import record_queue

@@ -23,7 +23,7 @@ import cmx.sweep.slurm
 from cmx.cli.app import main
 from cmx.sweep.slurm import SlurmOptions, SubmititExecutor
 from cmx.sweep.executors import select_runs
-from cmx.run.results import ResultsDir
+from cmx.store.resultsdir import ResultsDir
 from cmx.sweep.plan import make_plan
 from conftest import cmx_subprocess_env
 from tiny_cifar import make_tiny_cifar

@@ -12,15 +12,15 @@ import pytest
 import torch
 
 from cmx.augment.pipeline import augment_batches
-from cmx.bench import gpu_check, gpu_profile as P
-from cmx.bench.gpu_budget import Budget
-from cmx.bench.gpu_report import Report, render_markdown
-from cmx.bench.gpu_runs import packing_sweep, short_training
-from cmx.bench.gpu_speed import measure_step, time_per_call
+from cmx.bench.gpu import check as gpu_check, profile as P
+from cmx.bench.gpu.budget import Budget
+from cmx.bench.gpu.report import Report, render_markdown
+from cmx.bench.gpu.runs import packing_sweep, short_training
+from cmx.bench.gpu.speed import measure_step, time_per_call
 from cmx.bench.speed import cmx_train_step
 from cmx.cli.app import main
 from cmx.run import train as train_module
-from cmx.run.config import RunConfig
+from cmx.config import RunConfig
 from cmx.run.train import train
 from conftest import REPO, cmx_subprocess_env
 from sync_windows import guard_steps
@@ -38,7 +38,7 @@ def test_without_cuda_gpu_check_is_one_line_and_exit_2(capsys):
 
 @cpu_only
 def test_the_module_entry_point_says_the_same(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu_check", "--out", str(tmp_path / "out")],
+    done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, cwd=REPO, env=cmx_subprocess_env(), timeout=120)
     assert (done.returncode, done.stderr, done.stdout) == (2, "gpu-check needs a CUDA device; found none\n", "")
     assert not (tmp_path / "out").exists()  # nothing written
@@ -113,7 +113,7 @@ def test_a_check_stopped_from_outside_stops_its_capped_command(tmp_path, sig):
     """A `timeout` (SIGTERM) or Ctrl-C (SIGINT, which never reaches a child in a session of its own)."""
     pids = tmp_path / "pids"
     child = f"import os, time; open({str(pids)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
-    driver = subprocess.Popen([sys.executable, "-c", "import sys; from cmx.bench.gpu_budget import exit_on_sigterm, "
+    driver = subprocess.Popen([sys.executable, "-c", "import sys; from cmx.bench.gpu.budget import exit_on_sigterm, "
                                f"run_capped; exit_on_sigterm(); run_capped([sys.executable, '-c', {child!r}], 120)"],
                               cwd=REPO, env=cmx_subprocess_env(), stderr=subprocess.DEVNULL)
     end = time.monotonic() + 60
@@ -223,7 +223,7 @@ DRY_COSTS = {"tests": 95, "bandwidth": 3, "augmentation": 4, "base": 10, "profil
 
 def fake_gpu_work(monkeypatch, clock: FakeClock) -> None:
     """Every piece of GPU work replaced by the fake clock spending its DRY_COSTS; figures are placeholders."""
-    from cmx.bench import gpu_runs, gpu_speed
+    from cmx.bench.gpu import runs as gpu_runs, speed as gpu_speed
 
     figures = dict(train_img_per_s=1.0, eval_img_per_s=1.0, peak_mem_mib=1.0, step_ms=1.0)
     monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: (images, labels, None, None, None))
@@ -312,7 +312,7 @@ def test_a_failed_check_or_a_crashed_section_is_exit_1(tiny_data, tmp_path):
 
 
 def test_the_plan_prints_without_a_gpu():
-    done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu_check", "--plan"], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu", "--plan"], capture_output=True, text=True,
                           cwd=REPO, env=cmx_subprocess_env(), timeout=120)
     assert done.returncode == 0 and "budget 460 s" in done.stdout and "torch.compile 90" in done.stdout
 
@@ -431,7 +431,7 @@ def test_no_sync_windows_cover_every_step_and_close_at_each_read(tmp_path, monke
 
 
 def test_the_amp_off_variant_says_it_runs_convolutions_in_tf32_where_torch_does(monkeypatch):
-    from cmx.bench.gpu_speed import VARIANTS, amp_off_label
+    from cmx.bench.gpu.speed import VARIANTS, amp_off_label
 
     assert VARIANTS[0] == (amp_off_label(), {"amp": "off"})
     matmul = torch.backends.cuda.matmul.allow_tf32  # a property-like module attribute: set and restore by hand

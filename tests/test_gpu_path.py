@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from cmx.errors import Interrupted
-from cmx.run import checkpoint
+from cmx.store import checkpoint
 from cmx.run import engine as engine_module
 from cmx.run import train as train_module
 from cmx.run.engine import Engine, resolve_amp

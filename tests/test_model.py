@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from cmx import paper
-from cmx.run.config import RunConfig
+from cmx.config import RunConfig
 from cmx.run.model import ConvMixer, Residual, build_model, count_params, eq4_params
 
 SIZED_ROWS = [r for r in paper.ROWS if r.params_k is not None]

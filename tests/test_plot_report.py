@@ -7,7 +7,7 @@ import warnings
 import pytest
 
 from cmx.analysis import collect, plot, table
-from cmx.cli.results import format_seconds
+from cmx.cli.analysis import format_seconds
 from cmx.analysis.collect import SkippedRun
 from cmx.errors import UserError
 

@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from cmx.errors import UserError
-from cmx.run.results import INDEX_COLUMNS, ResultsDir, atomic_write_json, index_row, read_json
+from cmx.store.resultsdir import INDEX_COLUMNS, ResultsDir, index_row
+from cmx.files import atomic_write_json, read_json
 
 
 def _fake_result(i: int) -> dict:
@@ -58,7 +59,7 @@ def test_index_is_rebuilt_from_run_dirs_and_skips_corrupt_ones(tmp_path):
 def test_atomic_write_leaves_old_content_when_the_write_fails(tmp_path, monkeypatch):
     target = tmp_path / "x.json"
     atomic_write_json(target, {"v": 1})
-    import cmx.run.results as results
+    import cmx.files as results
 
     def broken_fsync(fd):
         raise OSError(28, "No space left on device")
@@ -91,7 +92,7 @@ def test_state_of_a_dead_running_process_is_interrupted(tmp_path):
 
 def test_a_running_status_from_another_host_goes_stale(tmp_path):
     """A job killed hard on another node must not read 'running' forever (it would never be resubmitted)."""
-    import cmx.run.results as results
+    import cmx.store.resultsdir as results
 
     store = ResultsDir(tmp_path)
     store.run_dir("r2").mkdir(parents=True)

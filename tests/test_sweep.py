@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from cmx.cli.app import main
-from cmx.run.config import RunConfig
+from cmx.config import RunConfig
 from cmx.errors import UserError
 from cmx.sweep.estimate import forward_flops, gpu_hours, project, run_flops
 from cmx.paper import ABLATIONS

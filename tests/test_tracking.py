@@ -20,8 +20,8 @@ from rich.console import Console
 from cmx.analysis import watch
 from cmx.cli.app import main
 from cmx.run import tracking
-from cmx.run.config import RunConfig
-from cmx.run.results import ResultsDir
+from cmx.config import RunConfig
+from cmx.store.resultsdir import ResultsDir
 from cmx.run.train import train
 from conftest import REPO, cmx_subprocess_env
 from fabricate import make_run

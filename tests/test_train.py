@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 import torch
 
-from cmx.run import provenance, train as train_module
+from cmx.run import batches as batches_module, provenance, train as train_module
 from cmx.run.stop import StopRequest
 from cmx.augment.pipeline import augment_batches
 from cmx.cli.app import main
 from cmx.errors import Diverged, Interrupted
-from cmx.run.results import ResultsDir
+from cmx.store.resultsdir import ResultsDir
 from cmx.run.train import lr_at, train
 from conftest import REPO, cmx_subprocess_env
 from tiny_cifar import make_tiny_cifar
@@ -106,7 +106,7 @@ def test_training_step_does_not_sync_with_the_host(tiny_config, tmp_path, monkey
     The augmentation runs as on a GPU ("mask" dispatch): on CPU it reads its own CPU tensors (cutmix boxes,
     RandAugment's subsets), which costs nothing there and is not a device sync."""
     monkeypatch.setattr(train_module, "SYNC_EVERY", 10_000)
-    monkeypatch.setattr(train_module, "augment_batches", functools.partial(augment_batches, dispatch="mask"))
+    monkeypatch.setattr(batches_module, "augment_batches", functools.partial(augment_batches, dispatch="mask"))
     calls = {"n": 0}
     package = str(Path(train_module.__file__).parent)
     for name in ("item", "tolist", "cpu", "__bool__", "__int__", "__float__"):
@@ -215,7 +215,7 @@ def test_interrupt_saves_at_a_step_boundary_and_resumes_identically(kill_data, t
 def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_config, tmp_path, monkeypatch):
     import os
 
-    import cmx.run.results as results
+    import cmx.files as results
 
     real_fsync, seen = os.fsync, {"checkpoints": 0}
 
@@ -243,7 +243,7 @@ def test_disk_full_while_checkpointing_keeps_the_previous_checkpoint(tiny_config
 def test_interrupt_between_augmentation_chunks_resumes_identically(tiny_config, tmp_path, monkeypatch, stop_at):
     """Batches are augmented two at a time here; a stop at any step of epoch 2, whether or not its chunk
     has been augmented yet, resumes to the same weights as a run that was never stopped."""
-    monkeypatch.setattr(train_module, "AUG_CHUNK_IMAGES", 64)  # batch 32: chunks of 2 steps
+    monkeypatch.setattr(batches_module, "AUG_CHUNK_IMAGES", 64)  # batch 32: chunks of 2 steps
     cfg = tiny_config(epochs=2)  # 320 images: 10 steps per epoch
     train(cfg, tmp_path / "straight")
     straight = torch.load(next((tmp_path / "straight" / "runs").iterdir()) / "model.pt")

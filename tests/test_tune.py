@@ -8,7 +8,7 @@ import torch
 
 from cmx.cli.app import main
 from cmx.run import tune
-from cmx.run.config import RunConfig
+from cmx.config import RunConfig
 from cmx.run.depthwise import PATHS
 
 

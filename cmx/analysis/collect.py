@@ -25,9 +25,10 @@ import pandas as pd
 
 from .. import paper
 from ..roles import read_roles, roles_path
-from ..run.config import IDENTITY_FIELDS, RunConfig
+from ..config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
-from ..run.results import STATES, ResultsDir, read_json
+from ..store.resultsdir import STATES, ResultsDir
+from ..files import read_json
 
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "source_sha256", "torch", "cuda", "device_name", "host")  # as provenance.py writes
 COLUMNS = (
@@ -187,7 +188,7 @@ def epochs_to_fraction(curve: pd.DataFrame, final: float, fraction: float) -> fl
 
 def _holder(run_dir: Path) -> str | None:
     """'pid 123 on host-a since <time>, epoch 3/10, heartbeat 12s ago' for the run's live claim."""
-    from ..run import claim
+    from ..store import claim
 
     held = claim.holder(run_dir)
     return claim.describe(held) if held else None

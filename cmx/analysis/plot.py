@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator
 from .. import paper
 from .collect import SkippedRun, load_curve
 from ..errors import UserError
-from ..run.results import ResultsDir
+from ..store.resultsdir import ResultsDir
 from .table import Tables, match_key, paper_config, row_name
 
 KERNEL_SERIES = (("kernel", "p = 1"), ("kernel_p2", "p = 2"), ("kernel_p2_wd", "p = 2, wd 1e-2"))

@@ -21,7 +21,8 @@ import pandas as pd
 
 from . import findings, plot, table
 from .. import paper
-from ..run.results import STATES, ResultsDir, atomic_write_bytes
+from ..store.resultsdir import STATES, ResultsDir
+from ..files import atomic_write_bytes
 
 
 def write_report(root: str | Path | None, runs: pd.DataFrame, tables: table.Tables,

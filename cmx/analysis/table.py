@@ -28,7 +28,7 @@ import pandas as pd
 
 from .. import paper
 from ..paper import MATCH_FIELDS, match_key, paper_config  # noqa: F401 — also this module's names (plot.py)
-from ..run.config import eq4_params
+from ..config import eq4_params
 from ..errors import UserError
 
 METRICS = {"final": "test_acc", "best": "best_test_acc"}

@@ -22,7 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..cifar import TRAIN_SIZE, split_sizes
-from ..run.results import ResultsDir, parse_iso
+from ..store.resultsdir import ResultsDir
+from ..files import parse_iso
 from . import collect
 
 STATE_ORDER = ("running", "interrupted", "pending", "failed", "done")  # what needs an eye first

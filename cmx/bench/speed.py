@@ -42,10 +42,10 @@ from ..cifar import TEST_SIZE, TRAIN_SIZE
 from ..errors import UserError
 from ..paper import PAPER_EPOCHS
 from ..run.allocator import keep_freed_memory
-from ..run.config import RunConfig
+from ..config import RunConfig
 from ..run.engine import EVAL_BATCH, Engine, amp_name, resolve_device
 from ..run.tune import choose_settings
-from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
+from ..run.batches import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
 
 # In a clone of the repository (editable install): benchmarks/ beside cmx/. Elsewhere pass --reference-script.

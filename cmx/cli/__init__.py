@@ -4,8 +4,8 @@ Owns: parsing flags, printing, and mapping errors to exit codes. Every command i
 library function in `run`, `sweep`, `analysis` or `bench` (which tests call directly); nothing here is
 imported by those packages. A command group that fails to import is an error, never a missing command.
 """
-from . import bench, results, sweep
+from . import analysis, bench, sweep
 from .app import app, main, run
 
-for _group in (sweep, results, bench):
+for _group in (sweep, analysis, bench):
     _group.register(app)

@@ -16,7 +16,7 @@ import importlib
 import typer
 
 from ..errors import CmxError, UserError
-from ..run.config import RunConfig
+from ..config import RunConfig
 from .options import config_options
 
 app = typer.Typer(
@@ -51,7 +51,7 @@ def train(
     from ..run.stop import stop_on_signals
     from ..run.train import train as run_training  # imports torch's training stack only when training
 
-    from ..run.claim import wait_for_turn
+    from ..store.claim import wait_for_turn
 
     with stop_on_signals() as stop:  # SIGINT/SIGTERM: checkpoint at the next step, exit 130/143
         attempt = lambda: run_training(cfg, results, resume="restart" if restart else resume,  # noqa: E731
@@ -80,7 +80,7 @@ def index(
     rebuild: Annotated[bool, Opt("--rebuild", help="rewrite runs.csv from the run directories")] = False,
 ):
     """Show or rebuild results/runs.csv, the index of finished runs (the run directories are the truth)."""
-    from ..run.results import ResultsDir
+    from ..store.resultsdir import ResultsDir
 
     store = ResultsDir(results)
     if rebuild:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..run.config import RunConfig
+from ..config import RunConfig
 from .options import config_options
 
 Opt = typer.Option
@@ -107,9 +107,9 @@ def gpu_check(
     plan: Annotated[bool, Opt("--plan", help="print the time budget and each piece's estimated cost, then exit (no GPU needed)")] = False,
 ):
     """Prove cmx correct and fast on this machine's CUDA GPU in under 8 minutes: the cuda tests, speed,
-    a ~1.5-minute real training and packing; verdicts as they come, report in OUT (cmx.bench.gpu_check).
+    a ~1.5-minute real training and packing; verdicts as they come, report in OUT (cmx.bench.gpu.check).
     Pieces that do not fit the budget are skipped, not failed: exit 1 only for a defect."""
-    from ..bench.gpu_check import main as gpu_check_main
+    from ..bench.gpu.check import main as gpu_check_main
 
     args = ["--data", str(data), "--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
     code = gpu_check_main(args)

@@ -16,7 +16,7 @@ from typing import Annotated, Callable, Optional
 
 import typer
 
-from ..run.config import CHOICES, FIELD_NAMES, RunConfig
+from ..config import CHOICES, FIELD_NAMES, RunConfig
 
 _TYPES = {"int": int, "float": float, "str": str, "bool": bool, "bool | None": bool}
 

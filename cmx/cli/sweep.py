@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import CmxError, UserError
-from ..run.results import STATES
+from ..store.resultsdir import STATES
 from ..run.tracking import require as require_tracker
 from ..sweep import probe
 from ..sweep.eta import record_queue

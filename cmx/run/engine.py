@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..augment.pipeline import normalize, soft_target_cross_entropy
 from ..errors import UserError
-from .config import RunConfig
+from ..config import RunConfig
 from .depthwise import set_path
 from .model import build_model
 

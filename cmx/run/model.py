@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import eq4_params  # noqa: F401 (re-exported: the model tests check it)
+from ..config import eq4_params  # noqa: F401 (re-exported: the model tests check it)
 from .depthwise import DepthwiseConv2d
 
 

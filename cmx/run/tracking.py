@@ -21,7 +21,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from ..errors import UserError
-from .config import IDENTITY_FIELDS, RunConfig
+from ..config import IDENTITY_FIELDS, RunConfig
 from .progress import Reporter
 
 TRACKERS = ("none", "tensorboard", "wandb")

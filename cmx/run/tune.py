@@ -30,8 +30,8 @@ import torch
 
 from ..cifar import IMAGE_SIZE
 from ..machine import cpu_model
-from . import cache
-from .config import RunConfig
+from .. import cache
+from ..config import RunConfig
 from .depthwise import PATHS, DepthwiseConv2d
 from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
 

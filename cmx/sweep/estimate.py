@@ -156,7 +156,7 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
 
     The device: this machine's for the first config (its GPU `gpu`), or on SLURM (`cluster` "gpu" or "cpu")
     the device of that kind most finished runs trained on — the cluster's nodes are not probed from here."""
-    from ..run.results import ResultsDir
+    from ..store.resultsdir import ResultsDir
 
     store = results if isinstance(results, ResultsDir) else ResultsDir(results)
     configs = [r[0] for r in runs]

@@ -13,8 +13,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..run.config import RunConfig
-from ..run.results import ResultsDir, atomic_write_json, now_iso, parse_iso
+from ..config import RunConfig
+from ..store.resultsdir import ResultsDir
+from ..files import atomic_write_json, now_iso, parse_iso
 from .estimate import DEFAULT_TFLOPS, project, schedule
 from .plan import PlannedRun
 

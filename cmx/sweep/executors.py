@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..run import claim
-from ..run.results import ResultsDir
+from ..store import claim
+from ..store.resultsdir import ResultsDir
 from .plan import Plan, PlannedRun
 
 

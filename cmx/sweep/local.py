@@ -33,7 +33,8 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import RunBusy, UserError
-from ..run.results import ResultsDir, now_iso
+from ..store.resultsdir import ResultsDir
+from ..files import now_iso
 from .executors import (ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
                         trained_by, write_run_config)
 from .plan import PlannedRun

@@ -42,10 +42,10 @@ from typing import Any
 
 from .. import paper as paper_rows
 from ..roles import Role, record_roles as _record
-from ..run.config import FIELD_NAMES, RunConfig
+from ..config import FIELD_NAMES, RunConfig
 from ..errors import UserError
 from ..yamlfile import YamlList, YamlMap, load_yaml, parse_scalar
-from ..run.results import ResultsDir
+from ..store.resultsdir import ResultsDir
 
 TOP_KEYS = ("name", "base", "runs", "grid", "seeds", "include", "paper")
 # Long names people write for the paper's one-letter settings (for "did you mean" hints only).

@@ -23,8 +23,8 @@ import time
 from importlib import metadata
 from pathlib import Path
 
-from ..run import cache
-from ..run.config import RunConfig
+from .. import cache
+from ..config import RunConfig
 from .rates import SHAPE_FIELDS
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
@@ -113,7 +113,7 @@ def probe(config: RunConfig) -> tuple[float, float]:
 
     from ..augment.pipeline import augment_batches
     from ..run.engine import Engine, resolve_device
-    from ..run.train import AUG_CHUNK_IMAGES, aug_chunk_batches
+    from ..run.batches import AUG_CHUNK_IMAGES, aug_chunk_batches
 
     device = resolve_device(config.device)
     engine = Engine.build(config.replace(compile=False), device, say=lambda msg: None)

@@ -28,8 +28,9 @@ from pathlib import Path
 
 from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
 from ..machine import cpu_model
-from ..run.config import RunConfig
-from ..run.results import ResultsDir, parse_iso
+from ..config import RunConfig
+from ..store.resultsdir import ResultsDir
+from ..files import parse_iso
 
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes (estimate.py counts FLOPs the same way)
 LAUNCH_LINE = "=== cmx sweep "  # how sweep/local.py starts a run's train.log entry: "=== cmx sweep <time>: slot…"

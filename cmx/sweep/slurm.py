@@ -28,7 +28,8 @@ from typing import Any
 
 from ..errors import UserError
 from .executors import Outcome, SweepSummary, busy_outcome, failure_reason, write_run_config
-from ..run.results import ResultsDir, atomic_write_json, now_iso, read_json
+from ..store.resultsdir import ResultsDir
+from ..files import atomic_write_json, now_iso, read_json
 from ..run.stop import StopRequest
 from .plan import PlannedRun
 
@@ -81,7 +82,7 @@ class TrainJob:
 
     def __call__(self, config: dict, results: str) -> dict:
         from ..errors import CmxError, Interrupted, RunBusy
-        from ..run.config import RunConfig
+        from ..config import RunConfig
         from ..run.stop import stop_on_signals
         from ..run.train import train
 

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ..run.results import atomic_write_bytes, atomic_write_json
+from ...files import atomic_write_bytes, atomic_write_json
 
 JSON_NAME, MD_NAME = "gpu_check.json", "gpu_check.md"
 VERDICTS = ("pass", "FAIL", "info", "skip", "error")  # FAIL and error are defects; skip includes "skipped: budget"

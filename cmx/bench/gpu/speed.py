@@ -22,13 +22,13 @@ from typing import Callable
 
 import torch
 
-from ..augment.pipeline import augment_batch, augment_batches
-from ..run.config import RunConfig
-from ..run.engine import EVAL_BATCH
-from ..run.train import aug_chunk_batches
-from . import gpu_profile as P
-from .gpu_budget import SKIP_PREFIX, Budget, run_capped
-from .speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
+from ...augment.pipeline import augment_batch, augment_batches
+from ...config import RunConfig
+from ...run.engine import EVAL_BATCH
+from ...run.batches import aug_chunk_batches
+from . import profile as P
+from .budget import SKIP_PREFIX, Budget, run_capped
+from ..speed import PeakMemory, cmx_aug_step, cmx_eval_step, cmx_train_step
 
 SECTION = "speed"
 BASE = dict(h=256, d=8, p=1, k=9, batch_size=64, amp="bf16", channels_last=True, compile=False)

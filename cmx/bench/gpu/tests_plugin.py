@@ -1,4 +1,4 @@
-"""A pytest plugin for the GPU check's tests section (`pytest -p cmx.bench.gpu_tests_plugin`): each test's
+"""A pytest plugin for the GPU check's tests section (`pytest -p cmx.bench.gpu.tests_plugin`): each test's
 outcome is appended to a JSON-lines file as soon as it is known, and a test that would start too close to
 the section's deadline is skipped ("skipped: budget") instead of being killed half-way.
 

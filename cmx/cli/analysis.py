@@ -173,7 +173,7 @@ def report_cmd(
 def sweep_eta_lines(results: Path | None, rows: list[dict]) -> list[str]:
     """`cmx runs --watch`'s last lines: when each launched sweep with runs left ends (cmx.sweep.eta)."""
     from ..analysis.watch import duration
-    from ..run.results import ResultsDir
+    from ..store.resultsdir import ResultsDir
     from ..sweep.estimate import ALL_AT_ONCE
     from ..sweep.eta import queues, sweep_eta
 

@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import Interrupted, RunBusy
-from .results import atomic_write_json, now_iso, read_json
+from ..files import atomic_write_json, now_iso, read_json
 
 CLAIMS = "claims"
 HEARTBEAT_S = 30.0  # seconds between heartbeats of a holder

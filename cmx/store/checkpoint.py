@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from .results import atomic_write_bytes
+from ..files import atomic_write_bytes
 
 FILENAME = "checkpoint.pt"
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ..cifar import CHANNELS, IMAGE_SIZE, N_CLASSES
-from ..errors import UserError
+from .cifar import CHANNELS, IMAGE_SIZE, N_CLASSES
+from .errors import UserError
 
 CHOICES = {
     "norm": ("batch", "layer"),
@@ -98,7 +98,7 @@ class RunConfig:
     def from_file(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> "RunConfig":
         """From a JSON or YAML mapping of settings — e.g. a run's config.json, which is how a local sweep's
         child process gets its run — with `overrides` (e.g. command-line flags) on top."""
-        from ..yamlfile import load_yaml  # JSON is YAML; this loader also reads `1e-05` as a number
+        from .yamlfile import load_yaml  # JSON is YAML; this loader also reads `1e-05` as a number
 
         loaded = load_yaml(Path(path), what="--config")
         if not isinstance(loaded, dict):

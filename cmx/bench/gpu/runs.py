@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..cifar import TRAIN_SIZE
-from ..paper import PAPER_EPOCHS
-from ..run.config import RunConfig
-from ..run.data import load_cifar10
+from ...cifar import TRAIN_SIZE
+from ...paper import PAPER_EPOCHS
+from ...config import RunConfig
+from ...run.data import load_cifar10
 
 SECTION_TRAIN, SECTION_PACK = "training", "packing"
 MODEL = dict(h=256, d=8, p=1, k=9, batch_size=64)
@@ -36,7 +36,7 @@ def short_training(report, data: Path, seconds: float, device: str = "cuda", mod
                    progress: str = "lines") -> dict:
     """Train `model` on `data` for as many epochs as fit in `seconds` (probe included); report and return
     its figures."""
-    from ..run.train import train
+    from ...run.train import train
 
     t0 = time.monotonic()
     images = load_cifar10(data, download=False)  # loaded once for the probe and the run

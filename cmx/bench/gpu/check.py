@@ -1,19 +1,19 @@
-"""`make gpu-check` / `cmx gpu-check` / `python -m cmx.bench.gpu_check`: prove on one CUDA GPU, in under 8
+"""`make gpu-check` / `cmx gpu-check` / `python -m cmx.bench.gpu`: prove on one CUDA GPU, in under 8
 minutes, that cmx is correct and fast there.
 
-    python -m cmx.bench.gpu_check --data ../shared/data/cifar10-mini --out results/gpu-check
+    python -m cmx.bench.gpu --data ../shared/data/cifar10-mini --out results/gpu-check
 
 Sections, in order, each with a time cap inside the whole budget (default 460 s):
     tests     `pytest -m cuda` (tests/test_cuda.py): CUDA == CPU pixels, no host sync, precisions, resume, sweep
-    speed     img/s, memory, variants, profiler breakdown, depthwise bandwidth (cmx.bench.gpu_speed)
-    training  256/8 p1 k9 on the real images for ~1.5 minutes, and a projected 200-epoch time (cmx.bench.gpu_runs)
+    speed     img/s, memory, variants, profiler breakdown, depthwise bandwidth (cmx.bench.gpu.speed)
+    training  256/8 p1 k9 on the real images for ~1.5 minutes, and a projected 200-epoch time (cmx.bench.gpu.runs)
     packing   4 short runs, --per-gpu 1 vs 4
 Time: each section checks the time it has left before each piece of work, against an estimate of that
 piece's cost, and records "skipped: budget" for a piece that does not fit (gpu_budget.Budget). Each section
 runs in its own process, handed an absolute deadline and killed (with everything it started) at its cap,
 so one that hangs cannot take the budget from the others; a section that finishes early leaves its time to
 the next. Verdicts are printed as they come and written to OUT/gpu_check.json and OUT/gpu_check.md after
-each (cmx.bench.gpu_report), so a check cut short keeps what it reached; the cuda tests' results are
+each (cmx.bench.gpu.report), so a check cut short keeps what it reached; the cuda tests' results are
 streamed to a file as they come (gpu_tests_plugin), so a killed tests section keeps them too.
 
 Without CUDA it prints one line, NO_CUDA, and exits 2. Exit 1 only for a real defect: a check that FAILed or
@@ -32,12 +32,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
-from . import gpu_tests_plugin as plugin
-from .gpu_budget import SKIP_PREFIX, Budget, exit_on_sigterm, run_capped
-from .gpu_report import Report, environment
+from . import tests_plugin as plugin
+from .budget import SKIP_PREFIX, Budget, exit_on_sigterm, run_capped
+from .report import Report, environment
 
 NO_CUDA = "gpu-check needs a CUDA device; found none"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 BUDGET_S = 460  # the issue's 8 minutes, less start-up and a margin
 CAPS = {"tests": 130, "speed": 130, "training": 100, "packing": 90}  # seconds; sum ≤ BUDGET_S
 MIN_START = {"tests": 30, "speed": 45, "training": 50, "packing": 40}  # below this a section is not started
@@ -57,8 +57,8 @@ def child_env(data: Path | None = None) -> dict[str, str]:
 
 def budget_plan(budget: float = BUDGET_S) -> list[str]:
     """The budget as planned: each section's cap and its pieces' estimates (printed by --plan and the dry run)."""
-    from .gpu_runs import PACK_RUN_S, PACK_RUNS, TRAINING_MIN_S
-    from .gpu_speed import COST_S
+    from .runs import PACK_RUN_S, PACK_RUNS, TRAINING_MIN_S
+    from .speed import COST_S
 
     lines = [f"budget {budget:.0f} s; caps " + ", ".join(f"{k} {v} s" for k, v in CAPS.items())
              + f" (sum {sum(CAPS.values())} s); a section starts with ≥ its minimum left: "
@@ -128,7 +128,7 @@ def tests_section(report: Report, data: Path | None, timeout: float, test_file: 
         env = {**child_env(data), plugin.LOG_ENV: str(log), plugin.COST_ENV: str(test_cost),
                plugin.DEADLINE_ENV: str(time.time() + timeout - GRACE_S)}
         cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider", "-p",
-               "cmx.bench.gpu_tests_plugin", "-rfEs", str(test_file)]
+               "cmx.bench.gpu.tests_plugin", "-rfEs", str(test_file)]
         code = run_capped(cmd, timeout, cwd=REPO, env=env)
         rows = read_test_log(log)
     report_tests(report, rows, code, timeout)
@@ -143,19 +143,19 @@ def run_section(name: str, data: Path, out: Path, budget: Budget, device=None) -
     report = Report(out)
     device = device if device is not None else torch.device("cuda")
     if name == "speed":
-        from . import gpu_speed
-        from ..run.data import load_cifar10
+        from . import speed as gpu_speed
+        from ...run.data import load_cifar10
 
         loaded = load_cifar10(data, download=False)
         gpu_speed.run(report, loaded.train_x[:2048], loaded.train_y[:2048], budget, device)
     elif name == "training":
-        from .gpu_runs import TRAINING_MIN_S, short_training
+        from .runs import TRAINING_MIN_S, short_training
 
         if budget.fits(report, "training", "short training", TRAINING_MIN_S):
             short_training(report, data, min(TRAINING_S, budget.left() - 2), device=device.type)
     elif name == "packing":
-        from .gpu_runs import packing
-        from ..run.data import load_cifar10
+        from .runs import packing
+        from ...run.data import load_cifar10
 
         packing(report, data, budget, sweep_subprocess, load_cifar10(data, download=False).train_x.shape[0])
     else:
@@ -171,7 +171,7 @@ def sweep_subprocess(sweep: Path, results: Path, per_gpu: int, left: float) -> i
 
 def section_child(name: str, report: Report, data: Path, out: Path, cap: float) -> int:
     """Section `name` in a child process with an absolute deadline GRACE_S before its kill at `cap`."""
-    cmd = [sys.executable, "-m", "cmx.bench.gpu_check", "--section", name, "--data", str(data), "--out", str(out),
+    cmd = [sys.executable, "-m", "cmx.bench.gpu", "--section", name, "--data", str(data), "--out", str(out),
            "--deadline", f"{time.time() + cap - GRACE_S:.3f}"]
     return run_capped(cmd, cap, env=child_env(data))
 

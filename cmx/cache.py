@@ -10,7 +10,7 @@ import json
 import os
 from pathlib import Path
 
-from .results import atomic_write_json
+from .files import atomic_write_json
 
 
 def cache_path(name: str) -> Path:
