@@ -101,7 +101,7 @@ def test_resized_crop_equals_pillow_crop_and_resize(bicubic, matmul_precision):
     x = torch.cat([random_images(48), ramps.expand(8, 3, 32, 32), torch.full((8, 3, 32, 32), 255, dtype=torch.uint8)])
     top, left, h, w = A.sample_crop_boxes(gen(1), 64, 32, 32, scale=(0.35, 1.0))
     mirror = torch.arange(64) % 3 == 0
-    out = A.resized_crop(x, top, left, h, w, bicubic, mirror)
+    out = A.resized_crop(x, top, left, h, w, bicubic, mirror=mirror)
     assert torch.equal(out, pillow_resized_crop(x, top, left, h, w, bicubic, mirror))
 
 

@@ -224,11 +224,11 @@ class Findings:
 def evaluate(tab: pd.DataFrame, claims: tuple[Claim, ...] = claims_mod.CLAIMS,
              pooled: tuple[float, float, int] | None = None) -> list[Finding]:
     """Test every claim on a tabulate() frame (one row per paper row), then the family-wise views."""
-    rows = {_key(r["section"], r["label"], r["h"], r["d"], r["p"], r["k"], r["wd"]): r for r in tab.to_dict("records")}
+    rows = {_key(r): r for r in tab.to_dict("records")}
 
     def side(ref) -> Side:
         prow = ref.resolve()
-        return Side.from_row(rows[_key(prow.section, prow.label, prow.h, prow.d, prow.p, prow.k, prow.wd)])
+        return Side.from_row(rows[_key(dataclasses.asdict(prow))])
 
     found = [Finding(c, tuple(compare(part, *(side(r) for r in part.refs)) for part in c.parts)) for c in claims]
     tested = [p for f in found for p in f.parts if math.isfinite(p.p)]
@@ -260,8 +260,10 @@ def pooled_variance(tab: pd.DataFrame) -> tuple[float, float, int] | None:
     return stats.homogeneity([v for v in groups.values() if len(v) >= 2])
 
 
-def _key(section, label, h, d, p, k, wd) -> tuple:
-    return (section, label, int(h), int(d), int(p), int(k), f"{float(wd):.6g}")
+def _key(row) -> tuple:
+    """What matches a tabulated row to its paper row: section, label, h, d, p, k and weight decay."""
+    return (row["section"], row["label"], int(row["h"]), int(row["d"]), int(row["p"]), int(row["k"]),
+            f"{float(row['wd']):.6g}")
 
 
 def build(tables: table.Tables) -> Findings:

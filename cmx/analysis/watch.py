@@ -89,7 +89,7 @@ def _train_images(data: str | None, dataset: str) -> int | None:
     return sizes[0] if sizes else None
 
 
-def render(results: str | Path | None, status=None, where=None, dataset=None, interval: float | None = None,
+def render(results: str | Path | None, *, status=None, where=None, dataset=None, interval: float | None = None,
            now: float | None = None, sweep_eta: Callable[[list[dict]], list[str]] | None = None) -> Group:
     """One frame: the table, a line of counts, and the sweeps' ETA lines.
 

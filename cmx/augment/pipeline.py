@@ -37,7 +37,7 @@ _CROP_BLOCK = 128  # CPU: images per resampling block, so each pass's float32 te
 
 
 # ---------------------------------------------------------------------- random resized crop
-def sample_crop_boxes(gen: torch.Generator, n: int, height: int, width: int, scale=(0.75, 1.0),
+def sample_crop_boxes(gen: torch.Generator, n: int, height: int, width: int, *, scale=(0.75, 1.0),
                       ratio=(3 / 4, 4 / 3), device="cpu"):
     """timm's RandomResizedCropAndInterpolation.get_params for n images → (top, left, h, w), (n,) long each.
 
@@ -148,7 +148,7 @@ def _resample_pass(weights: tuple[Tensor, ...], pixels: Tensor, pixels_first: bo
     return a.add_(b.add_(1024.0).floor_(), alpha=1.0 / 2048.0).floor_().clamp_(0, 255)
 
 
-def resized_crop(x: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, bicubic,
+def resized_crop(x: Tensor, top: Tensor, left: Tensor, h: Tensor, w: Tensor, bicubic, *,
                  mirror: Tensor | None = None) -> Tensor:
     """PIL img.crop(box).resize((W, H), bilinear|bicubic) for each image, bit-exact: horizontal pass,
     round to 8 bits, vertical pass, as Pillow's two-pass fixed-point resampler. `mirror` (n,) bool also
@@ -183,10 +183,10 @@ def random_resized_crop(x: Tensor, gen: torch.Generator, scale=(0.75, 1.0), rati
     x: (B, 3, H, W) uint8 → same. With `flip_p`, also timm's RandomHorizontalFlip(flip_p), folded into the
     resampling: the same random draws in the same order, and the same pixels, as `hflip` afterwards."""
     n, _, height, width = x.shape
-    top, left, h, w = sample_crop_boxes(gen, n, height, width, scale, ratio, x.device)
+    top, left, h, w = sample_crop_boxes(gen, n, height, width, scale=scale, ratio=ratio, device=x.device)
     bicubic = uniform(gen, (n,), x.device) < 0.5  # random.choice((BILINEAR, BICUBIC))
     mirror = None if flip_p is None else uniform(gen, (n,), x.device) < flip_p
-    return resized_crop(x, top, left, h, w, bicubic, mirror)
+    return resized_crop(x, top, left, h, w, bicubic, mirror=mirror)
 
 
 # ---------------------------------------------------------------------- flip, normalise
@@ -237,7 +237,7 @@ def sample_beta(gen: torch.Generator, alpha: float, shape=(), device="cpu") -> T
     return g1 / (g1 + g2)
 
 
-def sample_mix_params(gen: torch.Generator, height: int, width: int, device="cpu", mixup_alpha: float = 0.5,
+def sample_mix_params(gen: torch.Generator, height: int, width: int, *, device="cpu", mixup_alpha: float = 0.5,
                       cutmix_alpha: float = 0.5, switch_prob: float = 0.5, shape=()):
     """timm Mixup._params_per_batch + cutmix_bbox_and_lam (prob 1.0), as tensors of `shape` on `device`
     (0-d for one batch; (k,) draws k batches' parameters at once, with the same stream as one batch when
@@ -272,14 +272,14 @@ def smooth_targets(y: Tensor, num_classes: int = 10, smoothing: float = 0.1) -> 
         1, y.long().view(-1, 1), 1.0 - smoothing + off)
 
 
-def mixup_cutmix(x: Tensor, y: Tensor, gen: torch.Generator, num_classes: int = 10, mixup_alpha: float = 0.5,
+def mixup_cutmix(x: Tensor, y: Tensor, gen: torch.Generator, *, num_classes: int = 10, mixup_alpha: float = 0.5,
                  cutmix_alpha: float = 0.5, switch_prob: float = 0.5, label_smoothing: float = 0.1,
                  inplace: bool = False, dispatch: str = "auto"):
     """timm Mixup(mode="batch", prob=1.0): one λ for the batch, each image mixed with its mirror in the
     batch order (x.flip(0)). x: (B, C, H, W) float → (mixed x, soft targets (B, num_classes) float32).
     `inplace` and `dispatch`: see `mix_images`."""
-    use_cutmix, lam, box = sample_mix_params(gen, x.shape[2], x.shape[3], x.device, mixup_alpha, cutmix_alpha,
-                                             switch_prob)
+    use_cutmix, lam, box = sample_mix_params(gen, x.shape[2], x.shape[3], device=x.device, mixup_alpha=mixup_alpha,
+                                             cutmix_alpha=cutmix_alpha, switch_prob=switch_prob)
     mixed = mix_images(x, use_cutmix, lam, box, inplace, dispatch)
     return mixed, mix_targets(smooth_targets(y, num_classes, label_smoothing), lam)
 
@@ -322,7 +322,7 @@ def mix_targets(targets: Tensor, lam: Tensor) -> Tensor:
 
 
 # ---------------------------------------------------------------------- random erasing
-def sample_erase_boxes(gen: torch.Generator, n: int, height: int, width: int, p: float = 0.25,
+def sample_erase_boxes(gen: torch.Generator, n: int, height: int, width: int, *, p: float = 0.25,
                        area=(0.02, 1 / 3), aspect=(0.3, 1 / 0.3), device="cpu"):
     """timm RandomErasing._erase parameters (count 1) → (erase (n,) bool, top, left, h, w (n,) long).
 
@@ -343,7 +343,7 @@ def sample_erase_boxes(gen: torch.Generator, n: int, height: int, width: int, p:
     return erase, top.long(), left.long(), h.long(), w.long()
 
 
-def random_erasing(x: Tensor, gen: torch.Generator, p: float = 0.25, area=(0.02, 1 / 3),
+def random_erasing(x: Tensor, gen: torch.Generator, *, p: float = 0.25, area=(0.02, 1 / 3),
                    aspect=(0.3, 1 / 0.3), inplace: bool = False, dispatch: str = "auto") -> Tensor:
     """timm RandomErasing(p, mode="pixel", count 1) on a normalised float batch: each erased box gets
     per-pixel N(0, 1) noise.
@@ -353,7 +353,7 @@ def random_erasing(x: Tensor, gen: torch.Generator, p: float = 0.25, area=(0.02,
     torch.where. The boxes are the same either way; the noise values differ (fewer numbers are drawn).
     """
     n, c, height, width = x.shape
-    erase, top, left, h, w = sample_erase_boxes(gen, n, height, width, p, area, aspect, x.device)
+    erase, top, left, h, w = sample_erase_boxes(gen, n, height, width, p=p, area=area, aspect=aspect, device=x.device)
     if resolve_dispatch(dispatch, x.device) == "subset":
         idx = erase.nonzero().squeeze(1)
         out = x if inplace else x.clone()
@@ -411,7 +411,7 @@ def augment_batches(x: Tensor, y: Tensor, gen: torch.Generator, batch_size: int,
     if randaug:
         x = rand_augment(x, gen, dispatch=dispatch)
     if mixup:  # every batch's λ and box in one draw; each batch normalised, then mixed while in cache
-        use_cutmix, lam, (yl, yh, xl, xh) = sample_mix_params(gen, x.shape[2], x.shape[3], x.device,
+        use_cutmix, lam, (yl, yh, xl, xh) = sample_mix_params(gen, x.shape[2], x.shape[3], device=x.device,
                                                               shape=(x.shape[0] // batch_size,))
         xf = torch.empty(x.shape, dtype=torch.float32, device=x.device)
         for i, (xb, out) in enumerate(zip(x.split(batch_size), xf.split(batch_size))):

@@ -192,7 +192,7 @@ def _gather_planes(planes: Tensor, index: Tensor) -> Tensor:
     return flat.view(n, ch, count, *index.shape[1:])
 
 
-def _affine_coeffs(n, device, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> Tensor:
+def _affine_coeffs(n, device, *, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> Tensor:
     cols = [_per_image(v, n, device, torch.float64) for v in (a, b, c, d, e, f)]
     return torch.stack(cols, dim=1)
 
@@ -398,7 +398,7 @@ def apply_op(name: str, x: Tensor, level, sign=1.0, bicubic=False, fill=CIFAR_FI
 
 
 # ---------------------------------------------------------------------- RandAugment
-def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: float = 9.0,
+def rand_augment(x: Tensor, gen: torch.Generator, *, num_ops: int = 2, magnitude: float = 9.0,
                  magnitude_std: float = 0.5, prob: float = 0.5, fill=CIFAR_FILL,
                  ops=RAND_INCREASING_OPS, dispatch: str = "auto") -> Tensor:
     """timm's RandAugment on a uint8 batch; the defaults are `rand-m9-mstd0.5-inc1` (2 ops, p 0.5).
@@ -425,7 +425,7 @@ def rand_augment(x: Tensor, gen: torch.Generator, num_ops: int = 2, magnitude: f
         sign = torch.where(u[:, 1] > 0.5, -1.0, 1.0).double()  # timm negates when random() > 0.5
         bicubic = u[:, 2] < 0.5  # random.choice((BILINEAR, BICUBIC))
         if dispatch == "subset":
-            out = _layer_by_subsets(x, torch.where(applied, choice, -1), level, sign, bicubic, fill, ops)
+            out = _layer_by_subsets(x, torch.where(applied, choice, -1), (level, sign, bicubic), fill, ops)
         else:
             out = x.clone()
             for k, name in enumerate(ops):
@@ -439,8 +439,9 @@ _NOT_APPLIED = 10_000
 _AXES = (None, "x", "y")  # the `along` of each affine sampler call group
 
 
-def _layer_by_subsets(x: Tensor, op: Tensor, level: Tensor, sign: Tensor, bicubic: Tensor, fill, ops) -> Tensor:
-    """One RandAugment layer where each image runs only the op it drew (op: (n,) index into ops, −1 = none).
+def _layer_by_subsets(x: Tensor, op: Tensor, draws: tuple[Tensor, Tensor, Tensor], fill, ops) -> Tensor:
+    """One RandAugment layer where each image runs only the op it drew (op: (n,) index into ops, −1 = none;
+    draws: its (level, sign, bicubic)).
 
     The images are sorted so that each op's images form one block, and the affine ops share sampler calls:
     one per axis and filter (ShearX with TranslateXRel, ShearY with TranslateYRel, Rotate; bilinear or
@@ -448,6 +449,7 @@ def _layer_by_subsets(x: Tensor, op: Tensor, level: Tensor, sign: Tensor, bicubi
     small tensor ops and their dispatch alone cost ~10 µs per image for the two layers on CPU (measured with
     2×2 images), a third of RandAugment's time; sorting and sharing remove about a third of the ops.
     """
+    level, sign, bicubic = draws  # each (n,): the layer's magnitude, sign and filter per image
     n, dev = x.shape[0], x.device
     is_affine = torch.tensor([name in AFFINE_OPS for name in ops], device=dev)
     axis_of = torch.tensor([_AXES.index(AFFINE_OPS[name][1]) if name in AFFINE_OPS else 0 for name in ops],

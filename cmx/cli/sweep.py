@@ -6,7 +6,6 @@ estimate's probe builds models in a child process).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -20,8 +19,10 @@ from ..store.resultsdir import STATES
 from ..run.tracking import require as require_tracker
 from ..sweep import probe
 from ..sweep.eta import record_queue
-from ..sweep.estimate import ALL_AT_ONCE, ASSUMPTION, DEFAULT_TFLOPS, SweepEstimate, project
-from ..sweep.executors import ELSEWHERE, SweepSummary, select_runs
+from ..sweep.estimate import ASSUMPTION, DEFAULT_TFLOPS, SweepEstimate, project
+from ..sweep.executors import ELSEWHERE, SlotLayout, SweepSummary, select_runs
+from ..sweep.local import LocalFlags
+from ..sweep.slurm import SlurmFlags
 from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
@@ -61,67 +62,66 @@ def sweep(
     Done runs are skipped, interrupted ones resume from their checkpoint, failed ones are skipped unless
     --rerun-failed. Identical configs (same run_id) across files are trained once.
     """
-    if executor not in EXECUTORS:
-        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
-    if not tflops > 0:
-        raise UserError(f"--tflops must be > 0, got {tflops}")
-    if tracker is not None:
-        require_tracker(tracker)  # a wrong name or a missing package: exit 2 before planning
-    views = {"tracker": tracker, "wandb_project": wandb_project}  # as --set, quoted: a YAML string whatever it reads
-    set_ = [*(set_ or []), *(f"{key}={json.dumps(value)}" for key, value in views.items() if value is not None)]
-    plan = make_plan(file, results, overrides=set_, seeds=parse_seeds(seeds))
-    local_opts = {"--gpus": gpus, "--per-gpu": per_gpu, "--workers": workers}
-    slurm_opts = {"--partition": partition, "--time": time, "--gpus-per-run": gpus_per_run,
-                  "--cpus-per-run": cpus_per_run, "--mem": mem, "--account": account,
-                  "--max-parallel": max_parallel, "--slurm-extra": slurm_extra, "--wait": wait or None}
-    wrong = [k for k, v in (slurm_opts if executor == "local" else local_opts).items() if v]
-    if wrong:
-        raise UserError(f"{', '.join(wrong)} cannot be used with --executor {executor}")
-    if per_gpu is not None and gpus is None:
-        raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
-    if workers is not None and gpus is not None:
-        raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
-    layout = _slot_layout(executor, gpus, per_gpu, workers, gpus_per_run, max_parallel)
+    local = LocalFlags(gpus, per_gpu, workers)
+    slurm = SlurmFlags(partition, time, gpus_per_run, cpus_per_run, mem, account, max_parallel, slurm_extra, wait)
+    _check_flags(executor, tflops, tracker, local, slurm)
+    typed = {key: (value, f"--{key.replace('_', '-')}") for key, value in
+             (("tracker", tracker), ("wandb_project", wandb_project)) if value is not None}
+    plan = make_plan(file, results, overrides=set_, seeds=parse_seeds(seeds), typed=typed)
+    layout = local.layout() if executor == "local" else slurm.layout(executor)
     probing = probe_ and probe.enabled()
     if dry_run:
         todo, _ = select_runs(plan, rerun_failed)
-        print_plan(plan, sweep_estimate(plan, todo, tflops, probing, *layout), tflops)
+        print_plan(plan, sweep_estimate(plan, todo, layout, tflops, probing), tflops)
         return
     record_roles(plan)  # before launching: a re-run of a finished study still records its roles
     todo, skipped = select_runs(plan, rerun_failed)
     for name in sorted({r.config.tracker for r in todo}):
         require_tracker(name)  # a missing package: exit 2 now, not once per run
     console = Console(stderr=True, highlight=False)
-    cost = sweep_estimate(plan, todo, tflops, probing, *layout)
-    if executor == "local":
-        from ..sweep.local import LocalExecutor, describe, make_slots
-
-        slots = make_slots(_parse_gpus(gpus), _positive(per_gpu, 1, "--per-gpu"), _positive(workers, 1, "--workers"))
-        where = describe(slots)
-        runner = LocalExecutor(plan.results, slots, console=console)
-    else:
-        from ..sweep.slurm import SlurmOptions, SubmititExecutor, check_slurm
-
-        if executor == "slurm":
-            check_slurm()
-        options = SlurmOptions(
-            partition=partition, time_min=_positive(time, 480, "--time"),
-            gpus_per_run=_non_negative(gpus_per_run, 1, "--gpus-per-run"),
-            cpus_per_run=_positive(cpus_per_run, 4, "--cpus-per-run"),
-            mem_gb=None if mem is None else _positive(mem, 0, "--mem"), account=account,
-            max_parallel=None if max_parallel is None else _positive(max_parallel, 0, "--max-parallel"),
-            extra=_parse_extra(slurm_extra), name=f"cmx-{plan.name}")
-        where = f"--executor {executor}"
-        runner = SubmititExecutor(plan.results, executor, options, wait=wait, echo=typer.echo)
+    cost = sweep_estimate(plan, todo, layout, tflops, probing)
+    runner, where = _executor(executor, plan, local, slurm, console)
     console.print(f"sweep {plan.name}: {len(plan.runs)} runs — {_counts(plan)}; {len(todo)} to launch "
                   f"({where}; {launch_cost(cost, tflops)})", soft_wrap=True)
-    if todo:
-        record_queue(plan.results, plan.name, todo, *layout[:3], tflops)  # what `cmx runs --watch` projects
+    if todo:  # what `cmx runs --watch` projects
+        record_queue(plan.results, plan.name, todo, slots=layout.slots, share_of=layout.share_of,
+                     cluster=layout.cluster, tflops=tflops)
     summary = runner.submit(todo)
     summary.outcomes = skipped + summary.outcomes
     print_summary(plan, summary)
     if summary.exit_code:
         raise SweepIncomplete(summary)
+
+
+def _check_flags(executor: str, tflops: float, tracker: str | None, local: LocalFlags, slurm: SlurmFlags) -> None:
+    """Every flag checked before anything is planned: one line and exit 2 for the first wrong one."""
+    if executor not in EXECUTORS:
+        raise UserError(f"--executor must be one of {', '.join(EXECUTORS)}; got {executor!r}")
+    if not tflops > 0:
+        raise UserError(f"--tflops must be > 0, got {tflops}")
+    if tracker is not None:
+        require_tracker(tracker)  # a wrong name or a missing package: exit 2 before planning
+    wrong = slurm.given() if executor == "local" else local.given()
+    if wrong:
+        raise UserError(f"{', '.join(wrong)} cannot be used with --executor {executor}")
+    if executor == "local":
+        local.check()
+
+
+def _executor(executor: str, plan: Plan, local: LocalFlags, slurm: SlurmFlags, console: Console):
+    """(the executor that trains the plan, the words saying where)."""
+    if executor == "local":
+        from ..sweep.local import LocalExecutor, describe
+
+        slots = local.slots()
+        return LocalExecutor(plan.results, slots, console=console), describe(slots)
+    from ..sweep.slurm import SubmititExecutor, check_slurm
+
+    if executor == "slurm":
+        check_slurm()
+    runner = SubmititExecutor(plan.results, executor, slurm.options(f"cmx-{plan.name}"), wait=slurm.wait,
+                              echo=typer.echo)
+    return runner, f"--executor {executor}"
 
 
 class SweepIncomplete(CmxError):
@@ -145,14 +145,15 @@ def register(app: typer.Typer) -> None:
 
 
 # ---------------------------------------------------------------------- output
-def sweep_estimate(plan: Plan, todo: list[PlannedRun], tflops: float, probing: bool, slots: int, share_of: int,
-                   cluster: str | None, gpu: str | None) -> SweepEstimate:
+def sweep_estimate(plan: Plan, todo: list[PlannedRun], layout: SlotLayout, tflops: float,
+                   probing: bool) -> SweepEstimate:
     """Every planned run's projection (the runs of `todo` still to train, from the epochs they have). On
-    SLURM (`cluster` "gpu" or "cpu") the device is the one most finished runs of that kind trained on."""
+    SLURM (`layout.cluster` "gpu" or "cpu") the device is the one most finished runs of that kind trained on."""
     launch = {r.run_id for r in todo}
     runs = [(r.config, _epochs_done(plan, r), r.run_id in launch) for r in plan.runs]
-    return project(runs, plan.results, tflops, slots=slots, share_of=share_of, probing=probing, gpu=gpu,
-                   cluster=cluster, say=lambda text: typer.echo(text, err=True))
+    return project(runs, plan.results, tflops=tflops, slots=layout.slots, share_of=layout.share_of,
+                   probing=probing, gpu=layout.gpu, cluster=layout.cluster,
+                   say=lambda text: typer.echo(text, err=True))
 
 
 def _epochs_done(plan: Plan, run: PlannedRun) -> int:
@@ -260,58 +261,7 @@ def duration(seconds: float) -> str:
 
 
 # ---------------------------------------------------------------------- option parsing
-def _slot_layout(executor: str, gpus: str | None, per_gpu: int | None, workers: int | None,
-                 gpus_per_run: int | None, max_parallel: int | None) -> tuple[int, int, str | None, str | None]:
-    """(slots, runs sharing one device, where: None for this machine or "gpu"/"cpu" for SLURM's nodes,
-    this machine's first GPU of --gpus)."""
-    if executor == "local":
-        listed = _parse_gpus(gpus)
-        if listed:
-            share = _positive(per_gpu, 1, "--per-gpu")
-            return len(listed) * share, share, None, listed[0]
-        n = _positive(workers, 1, "--workers")
-        return n, n, None, None
-    if executor == "slurm":  # every run on its own node's device, max_parallel at a time (queueing not counted)
-        return max_parallel or ALL_AT_ONCE, 1, "gpu" if (gpus_per_run is None or gpus_per_run > 0) else "cpu", None
-    return 1, 1, None, None  # submitit's local and in-process runners: one run at a time here
-
-
 def _has_data(data: str) -> bool:
     from ..cifar import TEST_FILE, batches_dir
 
     return (batches_dir(data) / TEST_FILE).is_file()
-
-
-def _parse_gpus(text: str | None) -> list[str] | None:
-    if text is None:
-        return None
-    gpus = [g.strip() for g in text.split(",")]
-    if not all(g.isdigit() or (g and g.replace("-", "").isalnum()) for g in gpus):
-        raise UserError(f"--gpus {text!r}: expected comma-separated GPU indices, e.g. --gpus 0,1,2,3")
-    return gpus
-
-
-def _positive(value, default, name: str):
-    value = default if value is None else value
-    if not value > 0:
-        raise UserError(f"{name} must be > 0, got {value}")
-    return value
-
-
-def _non_negative(value, default, name: str):
-    value = default if value is None else value
-    if value < 0:
-        raise UserError(f"{name} must be ≥ 0, got {value}")
-    return value
-
-
-def _parse_extra(items: list[str] | None) -> dict:
-    """--slurm-extra qos=high → {'qos': 'high'}; a bare flag (--slurm-extra exclusive) → True."""
-    extra = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        key = key.strip().lstrip("-")
-        if not key:
-            raise UserError(f"--slurm-extra {item!r}: expected KEY=VALUE, e.g. --slurm-extra qos=high")
-        extra[key] = value if sep else True
-    return extra

@@ -1,6 +1,7 @@
-"""One training run: its configuration, model, data, training engine and loop, checkpoint and results store.
+"""Computing one run: the model (`model.py`, `depthwise.py`), the data (`data.py`) and its training batches
+(`batches.py`), where and how it computes (the engine, the CPU settings probe), and `train(config) -> result`
+(`train.py`), the one entry into training, used by the CLI, both executors and the tests. What a run
+writes goes through `cmx.store`; what it is, is `cmx.config.RunConfig`.
 
-Owns: `RunConfig` (the one declaration of a run's settings), `train(config) -> result` (the one entry into
-training, used by the CLI, both executors and the tests), and the run directory's files. May import
-`cmx.errors`, `cmx.cifar` and `cmx.augment`; never `sweep`, `analysis`, `bench` or `cli`.
+May import: cmx.store, cmx.augment, the bottom layer
 """

@@ -66,7 +66,7 @@ def mixer_block(h: int, k: int, act: str, norm: str, residual: str) -> nn.Sequen
 class ConvMixer(nn.Module):
     """ConvMixer-h/d with patch size p and depthwise kernel k. (B, 3, H, W) → (B, n_classes) logits."""
 
-    def __init__(self, h: int = 256, d: int = 8, p: int = 1, k: int = 9, n_classes: int = 10,
+    def __init__(self, h: int = 256, d: int = 8, p: int = 1, k: int = 9, *, n_classes: int = 10,
                  norm: str = "batch", act: str = "gelu", residual: str = "eq2"):
         super().__init__()
         self.embed = conv_act_norm(nn.Conv2d(3, h, p, stride=p), act, norm)  # Eq. 1

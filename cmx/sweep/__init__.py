@@ -3,6 +3,5 @@
 sweep's ETA in `eta.py`), and the executors that train the plan: on this machine in slots (`local.py`)
 or as a SLURM job array through submitit (`slurm.py`), behind one small interface (`executors.py`).
 
-May import `cmx.run` (configs, the results store, `train()`), `cmx.cifar` and `cmx.errors`; never
-`analysis`, `bench` or `cli`.
+May import: cmx.run, cmx.store, cmx.augment, the bottom layer
 """

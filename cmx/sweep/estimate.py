@@ -147,7 +147,7 @@ class SweepEstimate:
         return f"{self.slots} {what}, each run {self.share:.2g}× as long as alone ({self.share_basis})"
 
 
-def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: str | None = None,
+def project(runs: list[tuple], results, *, tflops: float = DEFAULT_TFLOPS, device: str | None = None,
             slots: int = 1, share_of: int | None = None, probing: bool | None = None,
             gpu: str | None = None, cluster: str | None = None, say=None) -> SweepEstimate:
     """Project every (config, epochs done, still to train) of `runs` on `device`, and the wall-clock of
@@ -180,7 +180,8 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
             to_probe += [config, config.replace(k=used[0].config.k)]
     timed = probe.step_times(to_probe, device, gpu=gpu, say=say) if probing and to_probe else {}
     startup = rates.startup_seconds(measured)
-    one = lambda config, done: _project_one(config, done, measured, factor, startup, timed, tflops, device)  # noqa: E731
+    evidence = _Evidence(measured, factor, startup, timed, tflops, device)
+    one = lambda config, done: _project_one(config, done, evidence)  # noqa: E731
     projections = [one(config, done) for config, done, todo in runs]
     whole = [one(config, 0).seconds for config, done, todo in runs]
     share_of = share_of if share_of is not None else (slots if rates.is_cpu(device) else 1)
@@ -190,8 +191,22 @@ def project(runs: list[tuple], results, tflops: float = DEFAULT_TFLOPS, device: 
     return SweepEstimate(projections, left, whole, device, slots, share, share_basis, wall, len(measured))
 
 
-def _project_one(config, done: int, measured, factor, startup: float, timed: dict, tflops: float,
-                 device: str) -> Projection:
+@dataclass(frozen=True)
+class _Evidence:
+    """What every run of a sweep is projected from: the finished runs of this device, the contention factor,
+    the startup seconds, the probed step times and the assumed TFLOP/s of an unmeasured device."""
+
+    measured: list
+    factor: Callable[[int], tuple[float, str]]
+    startup: float
+    timed: dict
+    tflops: float
+    device: str
+
+
+def _project_one(config, done: int, evidence: _Evidence) -> Projection:
+    measured, factor, startup, timed = evidence.measured, evidence.factor, evidence.startup, evidence.timed
+    tflops, device = evidence.tflops, evidence.device
     n_train, n_test = dataset_sizes(config.data)
     work = rates.units(config, n_train, n_test, done)
     flops = config_forward_flops(config) * work

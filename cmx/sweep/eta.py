@@ -22,8 +22,8 @@ from .plan import PlannedRun
 QUEUE_DIR = "sweeps"
 
 
-def record_queue(results: ResultsDir, name: str, todo: list[PlannedRun], slots: int, share_of: int,
-                 cluster: str | None, tflops: float = DEFAULT_TFLOPS) -> Path:
+def record_queue(results: ResultsDir, name: str, todo: list[PlannedRun], *, slots: int = 1, share_of: int = 1,
+                 cluster: str | None = None, tflops: float = DEFAULT_TFLOPS) -> Path:
     """<results>/sweeps/<name>.json: what this launch will train, in order, and on how many slots."""
     path = results.root / QUEUE_DIR / f"{name}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +66,7 @@ def sweep_eta(results: ResultsDir, queue: dict, running_eta: dict[str, float | N
     if not training:
         return None
     slots = max(1, int(queue.get("slots") or 1))
-    estimate = project(runs, results, queue.get("tflops") or DEFAULT_TFLOPS, device=device, slots=slots,
+    estimate = project(runs, results, tflops=queue.get("tflops") or DEFAULT_TFLOPS, device=device, slots=slots,
                        share_of=queue.get("share_of"), probing=False, cluster=queue.get("cluster")) if runs else None
     queued = [p.seconds * estimate.share for p in estimate.runs] if estimate else []
     # the running runs hold their slots first; the queue follows in launch order

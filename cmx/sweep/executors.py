@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from ..errors import UserError
 from ..store import claim
 from ..store.resultsdir import ResultsDir
 from .plan import Plan, PlannedRun
@@ -123,3 +124,32 @@ def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
     """Write the run's config.json before launching it: the child reads its settings from this file (the
     run's one file of truth), and a queued run is visible to `cmx runs`/`cmx table`."""
     return results.write_config(run.run_id, run.config, run.dataset)
+
+
+# ---------------------------------------------------------------------- flag checks shared by the executors
+def positive(value, default, name: str):
+    """`value` (or `default` when not given), which must be > 0; a one-line error names the flag."""
+    value = default if value is None else value
+    if not value > 0:
+        raise UserError(f"{name} must be > 0, got {value}")
+    return value
+
+
+def non_negative(value, default, name: str):
+    value = default if value is None else value
+    if value < 0:
+        raise UserError(f"{name} must be ≥ 0, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class SlotLayout:
+    """How a launch trains its runs, as the estimate and the watch's ETA need it: `slots` at once, of which
+    `share_of` share one device; `cluster` "gpu"/"cpu" for SLURM's nodes (None: this machine); `gpu`: this
+    machine's first GPU of --gpus."""
+
+    slots: int = 1
+    share_of: int = 1
+    cluster: str | None = None
+    gpu: str | None = None
+

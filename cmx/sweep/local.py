@@ -35,7 +35,7 @@ from rich.text import Text
 from ..errors import RunBusy, UserError
 from ..store.resultsdir import ResultsDir
 from ..files import now_iso
-from .executors import (ELSEWHERE, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
+from .executors import (ELSEWHERE, SlotLayout, positive, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
                         trained_by, write_run_config)
 from .plan import PlannedRun
 
@@ -94,6 +94,46 @@ def map_gpus(requested: list[str], visible: list[str]) -> list[str]:
         else:
             mapped.append(gpu)
     return mapped
+
+
+@dataclass(frozen=True)
+class LocalFlags:
+    """The local executor's flags as given (None: not given), checked here, where they act."""
+
+    gpus: str | None = None  # --gpus 0,1,...
+    per_gpu: int | None = None
+    workers: int | None = None
+
+    def given(self) -> list[str]:
+        return [flag for flag, value in (("--gpus", self.gpus), ("--per-gpu", self.per_gpu),
+                                         ("--workers", self.workers)) if value is not None]
+
+    def check(self) -> None:
+        if self.per_gpu is not None and self.gpus is None:
+            raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
+        if self.workers is not None and self.gpus is not None:
+            raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
+        self.layout()  # every value checked before anything is planned or launched
+
+    def gpu_list(self) -> list[str] | None:
+        if self.gpus is None:
+            return None
+        gpus = [g.strip() for g in self.gpus.split(",")]
+        if not all(g.isdigit() or (g and g.replace("-", "").isalnum()) for g in gpus):
+            raise UserError(f"--gpus {self.gpus!r}: expected comma-separated GPU indices, e.g. --gpus 0,1,2,3")
+        return gpus
+
+    def layout(self) -> SlotLayout:
+        listed = self.gpu_list()
+        if listed:
+            share = positive(self.per_gpu, 1, "--per-gpu")
+            return SlotLayout(len(listed) * share, share, None, listed[0])
+        n = positive(self.workers, 1, "--workers")
+        return SlotLayout(n, n)
+
+    def slots(self) -> list[Slot]:
+        return make_slots(self.gpu_list(), positive(self.per_gpu, 1, "--per-gpu"),
+                          positive(self.workers, 1, "--workers"))
 
 
 def make_slots(gpus: list[str] | None, per_gpu: int = 1, workers: int = 1,

@@ -322,14 +322,18 @@ def _no_seed(config: RunConfig) -> str:
 
 
 def make_plan(path: str | Path, results: str | Path | None = None, overrides: list[str] | None = None,
-              seeds: list[int] | None = None) -> Plan:
-    """Load, validate and expand a sweep file, de-duplicate by run_id, and read each run's state."""
+              seeds: list[int] | None = None, *, typed: dict[str, tuple[Any, str]] | None = None) -> Plan:
+    """Load, validate and expand a sweep file, de-duplicate by run_id, and read each run's state.
+
+    overrides: `--set KEY=VALUE` texts (YAML scalars); typed: {field: (value, where)} from typed options
+    (e.g. `--tracker`, where = "--tracker"), checked as they are, never turned back into text."""
     from ..run.data import dataset_fingerprint  # reads file sizes only
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"sweep file {path} does not exist")
     sets = parse_overrides(overrides or [])
+    sets.update({check_setting(key, value, where): (value, where) for key, (value, where) in (typed or {}).items()})
     variants = expand_file(path, None if seeds is None else (seeds, "--seeds"))
     fingerprints: dict[str, str] = {}
     by_id: dict[str, PlannedRun] = {}

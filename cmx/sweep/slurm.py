@@ -27,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .executors import Outcome, SweepSummary, busy_outcome, failure_reason, write_run_config
+from .estimate import ALL_AT_ONCE
+from .executors import (Outcome, SlotLayout, SweepSummary, busy_outcome, failure_reason,
+                        non_negative, positive, write_run_config)
 from ..store.resultsdir import ResultsDir
 from ..files import atomic_write_json, now_iso, read_json
 from ..run.stop import StopRequest
@@ -53,6 +55,53 @@ class SlurmOptions:
     extra: dict[str, Any] = field(default_factory=dict)  # passed to sbatch as --key=value
     signal_delay_s: int = 120  # USR2 this long before the time limit: time to finish a step and save
     name: str = "cmx"
+
+
+@dataclass(frozen=True)
+class SlurmFlags:
+    """The SLURM executor's flags as given (None: not given), checked and turned into SlurmOptions here."""
+
+    partition: str | None = None
+    time: float | None = None  # minutes
+    gpus_per_run: int | None = None
+    cpus_per_run: int | None = None
+    mem: float | None = None  # GB
+    account: str | None = None
+    max_parallel: int | None = None
+    slurm_extra: list[str] | None = None  # KEY=VALUE
+    wait: bool = False
+
+    def given(self) -> list[str]:
+        return [f"--{name.replace('_', '-')}" for name, value in vars(self).items() if value not in (None, False)]
+
+    def options(self, name: str) -> SlurmOptions:
+        return SlurmOptions(
+            partition=self.partition, time_min=positive(self.time, 480, "--time"),
+            gpus_per_run=non_negative(self.gpus_per_run, 1, "--gpus-per-run"),
+            cpus_per_run=positive(self.cpus_per_run, 4, "--cpus-per-run"),
+            mem_gb=None if self.mem is None else positive(self.mem, 0, "--mem"), account=self.account,
+            max_parallel=None if self.max_parallel is None else positive(self.max_parallel, 0, "--max-parallel"),
+            extra=parse_extra(self.slurm_extra), name=name)
+
+    def layout(self, executor: str) -> SlotLayout:
+        """SLURM: every run on its own node's device, max_parallel at a time (the queue's wait not counted);
+        submitit's local and in-process runners: one run at a time on this machine."""
+        if executor != "slurm":
+            return SlotLayout()
+        gpu = self.gpus_per_run is None or self.gpus_per_run > 0
+        return SlotLayout(self.max_parallel or ALL_AT_ONCE, 1, "gpu" if gpu else "cpu")
+
+
+def parse_extra(items: list[str] | None) -> dict:
+    """--slurm-extra qos=high → {'qos': 'high'}; a bare flag (--slurm-extra exclusive) → True."""
+    extra = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        key = key.strip().lstrip("-")
+        if not key:
+            raise UserError(f"--slurm-extra {item!r}: expected KEY=VALUE, e.g. --slurm-extra qos=high")
+        extra[key] = value if sep else True
+    return extra
 
 
 class JobFailed(Exception):
