@@ -6,7 +6,10 @@ depthwise convolution by oneDNN's own kernels ("stock", what cmx did before the 
 the path the CPU probe chooses for the shape ("chosen", tune.fastest_conv_path) — and times their training
 steps interleaved round by round (the same background load hits both). The FLOPs are the analytic
 convolution + head FLOPs × 3 (forward + backward, sweep/estimate.py); "per-FLOP vs k9" divides each ms/GFLOP
-by k9's in the same column, so 1.00 means the step costs exactly its FLOP share.
+by k9's in the same column, so 1.00 means the step costs exactly its FLOP share. The depthwise layers alone
+(one layer's forward + backward by the chosen path, × depth, timed in the same rounds) are split out: their
+"dw ×k9" is what choosing a convolution path controls, and "rest" (the step minus them: the embedding, the
+pointwise convolutions, BatchNorm, GELU, residual adds, the head, AdamW) is the part that does not grow with k.
 
     python benchmarks/kernel_scan.py                                  # 64/4 p2 b128 and 256/8 p1 b64, fp32
     python benchmarks/kernel_scan.py --shapes 64/4/2/128 --amp bf16 --ks 3,9,15 --rounds 5
@@ -25,6 +28,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmx.bench.speed import cmx_train_step, interleaved  # noqa: E402
+from cmx.cifar import IMAGE_SIZE  # noqa: E402
+from cmx.run.allocator import keep_freed_memory  # noqa: E402
+from cmx.run.depthwise import DepthwiseConv2d  # noqa: E402
 from cmx.config import RunConfig  # noqa: E402
 from cmx.run.tune import fastest_conv_path  # noqa: E402
 from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
@@ -55,31 +61,58 @@ def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: 
                          channels_last=layout == "channels_last", data="-")
         chosen, _ = fastest_conv_path(base, layout, "fp32" if amp == "off" else amp)
         steps = {"stock": cmx_train_step(base.replace(conv_path="stock"), torch.device("cpu"), x, targets)[0],
-                 "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0]}
+                 "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0],
+                 "layer": depthwise_layer(base, layout, chosen)}
         for step in steps.values():  # warm-up
             step()
         clock = time.process_time if cpu_time else time.perf_counter
         times = interleaved(steps, rounds, torch.device("cpu"), clock=clock)
         gflop = TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9
-        row = {"k": k, "path": chosen, "gflop": gflop}
+        dw_gflop = TRAIN_FACTOR * 2 * (IMAGE_SIZE // p) ** 2 * k * k * h * d * batch / 1e9
+        row = {"k": k, "path": chosen, "gflop": gflop, "dw_gflop": dw_gflop}
         for name, seconds in times.items():
             row[name] = 1000 * statistics.median(seconds)
+        row["dw"] = d * row.pop("layer")  # the step's d depthwise layers
         rows.append(row)
         print(f"  {h}/{d} p{p} b{batch} {layout:>13} {amp:>4} k{k:<2}  stock {row['stock']:8.1f} ms  "
-              f"chosen ({chosen}) {row['chosen']:8.1f} ms", flush=True)
+              f"chosen ({chosen}) {row['chosen']:8.1f} ms  (depthwise {row['dw']:6.1f} ms)", flush=True)
     return rows
+
+
+def depthwise_layer(config: RunConfig, layout: str, path: str):
+    """One of the run's depthwise layers, forward + backward by `path`, on random tokens (B, h, 32/p, 32/p)."""
+    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+    size = IMAGE_SIZE // config.p
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(config.batch_size, config.h, size, size, generator=gen).contiguous(memory_format=fmt)
+    grad = torch.randn(x.shape, generator=gen).contiguous(memory_format=fmt)
+    conv = DepthwiseConv2d(config.h, config.k).to(memory_format=fmt)
+    conv.path = path
+    x.requires_grad_()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
+
+    def call() -> None:
+        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+            y = conv(x)
+        y.backward(grad.to(y.dtype))
+        x.grad = conv.weight.grad = conv.bias.grad = None
+
+    return call
 
 
 def table(shape: str, layout: str, amp: str, rows: list[dict]) -> str:
     k9 = next((r for r in rows if r["k"] == 9), rows[0])
     lines = [f"\n{shape}, {layout}, {amp}: ms/step (ms/GFLOP; per-FLOP vs k{k9['k']} in the same column)",
-             "| k | GFLOP/step | stock ms | stock ms/GF | stock ×k9 | chosen path | chosen ms | chosen ms/GF | chosen ×k9 |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+             "| k | GFLOP/step | stock ms | stock ms/GF | stock ×k9 | chosen path | chosen ms | chosen ms/GF | chosen ×k9 "
+             "| dw ms | dw ×k9 | rest ms |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         per = {name: r[name] / r["gflop"] for name in ("stock", "chosen")}
         rel = {name: per[name] / (k9[name] / k9["gflop"]) for name in per}
+        dw_rel = (r["dw"] / r["dw_gflop"]) / (k9["dw"] / k9["dw_gflop"])
         lines.append(f"| {r['k']} | {r['gflop']:.2f} | {r['stock']:.0f} | {per['stock']:.1f} | {rel['stock']:.2f} | "
-                     f"{r['path']} | {r['chosen']:.0f} | {per['chosen']:.1f} | {rel['chosen']:.2f} |")
+                     f"{r['path']} | {r['chosen']:.0f} | {per['chosen']:.1f} | {rel['chosen']:.2f} | "
+                     f"{r['dw']:.0f} | {dw_rel:.2f} | {r['chosen'] - r['dw']:.0f} |")
     return "\n".join(lines)
 
 
@@ -96,6 +129,7 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as training does (train.py): no page faults per step in the figures
     ks = [int(k) for k in args.ks.split(",")]
     print(f"cpu: {cpu_flags()}; {torch.get_num_threads()} threads; torch {torch.__version__}; timed by "
           f"{'process CPU time' if args.cpu_time else 'wall clock'}", flush=True)
