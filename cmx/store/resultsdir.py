@@ -81,8 +81,9 @@ class ResultsDir:
     def state(self, run_id: str) -> str:
         return self.run(run_id).state()
 
-    def write_config(self, run_id: str, settings: dict[str, Any], dataset: str) -> Path:
-        return self.run(run_id).write_config(settings, dataset)
+    def write_config(self, run_id: str, config, dataset: str) -> Path:
+        """config.json of a run about to be launched; `config`: a RunConfig (anything with to_dict())."""
+        return self.run(run_id).write_config(config.to_dict(), dataset)
 
     def write_status(self, run_id: str, status: str, **extra: Any) -> dict:
         return self.run(run_id).write_status(status, **extra)

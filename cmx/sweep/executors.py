@@ -15,7 +15,7 @@ from ..store.resultsdir import ResultsDir
 from .plan import Plan, PlannedRun
 
 
-ELSEWHERE = "running elsewhere"  # the outcome of a run another process holds (cmx/store/claim.py)
+ELSEWHERE = "running elsewhere"  # the outcome of a run another process holds (cmx/run/claim.py)
 
 
 class Executor(Protocol):
@@ -122,4 +122,4 @@ def failure_reason(results: ResultsDir, run_id: str, log: Path | None = None, pi
 def write_run_config(results: ResultsDir, run: PlannedRun) -> Path:
     """Write the run's config.json before launching it: the child reads its settings from this file (the
     run's one file of truth), and a queued run is visible to `cmx runs`/`cmx table`."""
-    return results.write_config(run.run_id, run.config.to_dict(), run.dataset)
+    return results.write_config(run.run_id, run.config, run.dataset)
