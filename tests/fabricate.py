@@ -1,6 +1,6 @@
 """Fabricate results directories for tests: run dirs with config/status/epochs/result files, no training.
 
-The files follow the layout `cmx train` writes (cmx/results.py): `make_run(root, test_acc=95.1, k=5)`
+The files follow the layout `cmx train` writes (cmx/store/rundir.py): `make_run(root, test_acc=95.1, k=5)`
 writes a finished 256/8 p1 k5 run; `state="running"` with `epoch=37` writes an unfinished one;
 `corrupt(...)` damages a file the way a crash or a half-finished copy would.
 """

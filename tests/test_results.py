@@ -1,5 +1,6 @@
 """The results directory never loses or garbles a finished run, even with many writers at once."""
 import multiprocessing as mp
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -92,7 +93,7 @@ def test_state_of_a_dead_running_process_is_interrupted(tmp_path):
 
 def test_a_running_status_from_another_host_goes_stale(tmp_path):
     """A job killed hard on another node must not read 'running' forever (it would never be resubmitted)."""
-    import cmx.store.resultsdir as results
+    import cmx.store.rundir as rundir
 
     store = ResultsDir(tmp_path)
     store.run_dir("r2").mkdir(parents=True)
@@ -103,4 +104,40 @@ def test_a_running_status_from_another_host_goes_stale(tmp_path):
     record["updated"] = "2020-01-01T00:00:00+0000"
     atomic_write_json(store.run_dir("r2") / "status.json", record)
     assert store.state("r2") == "interrupted"
-    assert results.STALE_AFTER_S >= 3600
+    assert rundir.STALE_AFTER_S >= 3600
+
+
+# ---------------------------------------------------------------------- one run directory
+def test_a_run_dir_start_keeps_an_old_result_and_restart_drops_the_progress(tmp_path):
+    """RunDir.start: a killed writer's tmp files go, a finished result is kept aside (a --force retrain
+    never deletes one), `restart` drops checkpoint and epochs.csv, then config.json and a running status."""
+    run = ResultsDir(tmp_path).run("r3")
+    run.path.mkdir(parents=True)
+    for name in ("result.json", "checkpoint.pt", "epochs.csv", ".checkpoint.pt.abc.tmp"):
+        (run.path / name).write_text("old")
+    run.start({"epochs": 4, "h": 8}, "cifar10", restart=True)
+    config, kept, status = sorted(p.name for p in run.path.iterdir())
+    assert (config, status) == ("config.json", "status.json") and re.fullmatch(r"result\.\d{8}-\d{6}\.json", kept)
+    assert (run.path / kept).read_text() == "old"
+    assert run.config() == {"epochs": 4, "h": 8, "run_id": "r3", "dataset": "cifar10"}
+    assert run.status()["status"] == "running" and run.status()["epoch"] == 0 and run.state() == "running"
+
+
+def test_a_finished_run_dir_is_done_before_its_index_row_and_loses_its_checkpoint(tmp_path):
+    store = ResultsDir(tmp_path)
+    run = store.run("run0007")
+    run.path.mkdir(parents=True)
+    run.save_checkpoint({"epoch": 2})
+    history = [{"epoch": e, "lr": 0.01, "train_loss": 1.0, "train_acc": 50.0, "test_loss": None, "test_acc": None,
+                "seconds": 1.25} for e in (1, 2)]
+    run.end_epoch({"epoch": 2}, history, epochs=2)
+    assert run.load_checkpoint() == {"epoch": 2} and run.status()["epoch"] == 2
+    assert run.epochs_csv.read_text().splitlines()[1] == "1,0.01,1,50,,,1.25"
+    seen = []
+    original = store.append_index_row
+    store.append_index_row = lambda row: (seen.append(run.state()), original(row))  # what a reader sees then
+    store.run("run0007").finish({}, {**_fake_result(7), "epochs": 2})  # a fresh RunDir: the index is the store's
+    assert seen == ["done"]  # result.json came first: from then on the run is done
+    assert not run.checkpoint_pt.exists() and run.model_pt.exists()
+    assert run.status()["status"] == "done" and run.result()["test_acc"] == 57.0
+    assert list(pd.read_csv(store.index_csv)["run_id"]) == ["run0007"]

@@ -27,7 +27,9 @@ from .. import paper
 from ..roles import read_roles, roles_path
 from ..config import IDENTITY_FIELDS, RunConfig
 from ..errors import UserError
+from ..store import claim
 from ..store.resultsdir import STATES, ResultsDir
+from ..store.rundir import RunDir
 from ..files import read_json
 
 PROVENANCE_FIELDS = ("git_commit", "git_dirty", "source_sha256", "torch", "cuda", "device_name", "host")  # as provenance.py writes
@@ -95,14 +97,15 @@ def _with_roles(frame: pd.DataFrame, root: Path) -> pd.DataFrame:
 
 def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
     """One run dir as a flat dict, or the reason (a str) why it cannot be trusted."""
-    run_dir = rd.run_dir(run_id)
-    result = _read_if_present(run_dir / "result.json")
+    run = rd.run(run_id)
+    run_dir = run.path
+    result = _read_if_present(run.result_json)
     if result is False or (result is not None and not _finite(result.get("test_acc"))):
         return "result.json is unreadable or has no test_acc"
-    status = _read_if_present(run_dir / "status.json")
+    status = _read_if_present(run.status_json)
     if status is False and result is None:
         return "status.json is unreadable"
-    config = _read_if_present(run_dir / "config.json")
+    config = _read_if_present(run.config_json)
     if config is False:
         return "config.json is unreadable"
     if config is None:  # e.g. copied without it: result.json carries the config too
@@ -114,16 +117,16 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         return f"config.json lacks {', '.join(missing)}"
     try:
         cfg = RunConfig.from_dict({k: v for k, v in config.items() if k not in ("run_id", "dataset")},
-                                  where=str(run_dir / "config.json"))
+                                  where=str(run.config_json))
     except (UserError, TypeError) as err:
         return f"invalid config ({err})"
 
     if result is not None:
         state = "done"
     else:
-        state = rd.state(run_id)
+        state = run.state()
         if state == "done":  # result.json appeared while we were reading: read it once more
-            result = read_json(run_dir / "result.json")
+            result = run.result()
             if result is None or not _finite(result.get("test_acc")):
                 return "result.json is being written"
     status = status or {}
@@ -146,7 +149,7 @@ def _load_one(rd: ResultsDir, run_id: str) -> dict | str:
         device=device_type(cfg.device, prov) if result else None,
         summary=cfg.summary(),
         **{name: prov.get(name) for name in PROVENANCE_FIELDS},
-        holder=_holder(run_dir) if state == "running" else None,
+        holder=_holder(run) if state == "running" else None,
         weights_sha256=result.get("weights_sha256"),
         train_images=(result.get("images") or {}).get("train"), test_images=(result.get("images") or {}).get("test"),
         **(_curve_facts(run_dir, result.get("test_acc")) if state == "done" else {}),
@@ -186,11 +189,9 @@ def epochs_to_fraction(curve: pd.DataFrame, final: float, fraction: float) -> fl
     return float(points["epoch"].iloc[-1])
 
 
-def _holder(run_dir: Path) -> str | None:
+def _holder(run: RunDir) -> str | None:
     """'pid 123 on host-a since <time>, epoch 3/10, heartbeat 12s ago' for the run's live claim."""
-    from ..store import claim
-
-    held = claim.holder(run_dir)
+    held = run.holder()
     return claim.describe(held) if held else None
 
 
@@ -230,7 +231,7 @@ def load_curve(run_dir: str | Path, quiet: bool = False) -> pd.DataFrame | None:
 
     None when the file is missing or unusable; a warning says why unless `quiet`.
     """
-    path = Path(run_dir) / "epochs.csv"
+    path = RunDir(run_dir).epochs_csv
     if not path.exists():
         return None
     try:

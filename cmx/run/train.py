@@ -11,18 +11,18 @@ steps and at the end of each epoch. It stops when the caller's `StopRequest` is 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import signal
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..errors import Diverged, Interrupted, UserError
-from ..store import checkpoint, claim
+from ..store import checkpoint
+from ..store.resultsdir import ResultsDir
+from ..store.rundir import RunDir
 from . import tracking
 from .allocator import keep_freed_memory
 from .batches import AugmentedChunks
@@ -32,8 +32,7 @@ from .engine import Engine, resolve_device
 from .model import count_params
 from .progress import Reporter, make_reporter
 from .provenance import provenance, weights_sha256
-from ..store.resultsdir import EPOCH_COLUMNS, ResultsDir, index_row
-from ..files import atomic_write_bytes, atomic_write_json, now_iso
+from ..files import now_iso
 from .stop import StopRequest
 
 SYNC_EVERY = 50  # steps between host reads (divergence check, progress numbers)
@@ -78,6 +77,18 @@ class TrainState:
                 "history": self.history, "best": list(self.best), "elapsed": elapsed, "run_id": run_id}
 
 
+@dataclass
+class Trained:
+    """What the loop hands to `_finish`: the trained engine, where the run ended, and what the loop measured."""
+
+    engine: Engine
+    state: TrainState
+    params: int
+    wall_s: float
+    img_per_s: float | None  # training images per second of training time (evaluation excluded)
+    images: dict  # {"train": n, "test": n}: so a report can state the test set's binomial error
+
+
 # ---------------------------------------------------------------------- the run
 def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume: str = "auto",
           force: bool = False, progress: str = "none", data: Cifar10 | None = None,
@@ -100,45 +111,37 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
         data = load_cifar10(config.data)
     if data.train_x.shape[0] < config.batch_size:
         raise UserError(f"batch size {config.batch_size} is larger than the {data.train_x.shape[0]} training images")
-    run_id = config.run_id(dataset_tag)
-    run_dir = store.run_dir(run_id)
+    run = store.run(config.run_id(dataset_tag))
 
-    done = store.result(run_id)
+    done = run.result()
     if done is not None and not force:
-        return _already_done(reporter, run_id, done)
-    tracker = tracking.make_tracker(config, run_dir)  # a missing package is exit 2 here, before anything is written
+        return _already_done(reporter, run.run_id, done)
+    tracker = tracking.make_tracker(config, run.path)  # a missing package is exit 2 here, before anything is written
     reporter = tracking.TrackingReporter(reporter, tracker, config)  # it sees what the reporter sees
     stop = stop or StopRequest()
     # One run, one trainer: claim it before writing anything (claim.py); released on every way out. A holder
     # judged dead by another process (which took the run over) is stopped like a pre-emption.
-    with claim.acquire(run_dir, epochs=config.epochs, on_lost=lambda: stop.request(signal.SIGTERM)):
-        done = store.result(run_id)  # again: the previous holder may have just finished it
+    with run.claim(epochs=config.epochs, on_lost=lambda: stop.request(signal.SIGTERM)):
+        done = run.result()  # again: the previous holder may have just finished it
         if done is not None and not force:
-            return _already_done(reporter, run_id, done)
-        checkpoint.remove_stale_tmp(run_dir)
-        if done is not None:  # --force: keep the old result beside the new run, never delete it
-            os.replace(run_dir / "result.json", run_dir / f"result.{time.strftime('%Y%m%d-%H%M%S')}.json")
-        if resume == "restart":
-            for name in (checkpoint.FILENAME, "epochs.csv"):
-                (run_dir / name).unlink(missing_ok=True)
-        store.write_config(run_id, config, dataset_tag)
-        store.write_status(run_id, "running", epoch=0, epochs=config.epochs)
+            return _already_done(reporter, run.run_id, done)
+        run.start(config.to_dict(), dataset_tag, restart=resume == "restart")  # --force: the old result is kept
         try:
-            result = _run(config, data, device, store, run_id, dataset_tag, reporter, stop)
+            result = _finish(config, run, dataset_tag, _run(config, data, device, run, reporter, stop), reporter)
             tracker.finish(result)
             return result
         except Interrupted as err:
-            store.write_status(run_id, "interrupted", error=str(err))
+            run.write_status("interrupted", error=str(err))
             tracker.fail(err)
             raise
         except Diverged as err:
-            store.write_status(run_id, "failed", error=str(err))
+            run.write_status("failed", error=str(err))
             tracker.fail(err)
             raise
         except BaseException as err:
             tracker.fail(err)
             with contextlib.suppress(Exception):
-                store.write_status(run_id, "failed", error=f"{type(err).__name__}: {err}"[:500])
+                run.write_status("failed", error=f"{type(err).__name__}: {err}"[:500])
             raise
         finally:
             reporter.stop()
@@ -150,10 +153,9 @@ def _already_done(reporter, run_id: str, done: dict) -> dict:
     return {**done, "already_done": True}
 
 
-def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsDir, run_id: str,
-         dataset_tag: str, reporter: Reporter, stop: StopRequest) -> dict:
-    ckpt_path = store.run_dir(run_id) / checkpoint.FILENAME
-    saved = checkpoint.load(ckpt_path)
+def _run(config: RunConfig, data: Cifar10, device: torch.device, run: RunDir, reporter: Reporter,
+         stop: StopRequest) -> Trained:
+    saved = run.load_checkpoint()
     engine = Engine.build(_keep_settings(config, saved, device), device, say=reporter.message, compile_now=False)
     n_params = count_params(engine.model)
     gens = {"shuffle": torch.Generator().manual_seed(config.seed),
@@ -164,14 +166,14 @@ def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsD
 
     state = TrainState() if saved is None else TrainState.from_checkpoint(saved, engine, gens)
     if saved is not None:
-        reporter.message(f"resuming run {run_id} at epoch {state.epoch + 1}, step {state.step}")
+        reporter.message(f"resuming run {run.run_id} at epoch {state.epoch + 1}, step {state.step}")
     engine.compile(reporter.message)
     batches = AugmentedChunks(data, config, gens["augment"], steps)
     t_start, train_time, train_images = time.perf_counter(), 0.0, 0
     elapsed = lambda: state.elapsed + (time.perf_counter() - t_start)  # noqa: E731
     bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
     batch_images = torch.tensor(float(config.batch_size), device=device)  # made once: no copy per step
-    reporter.start(run_id, config.summary(), config.epochs, steps, state.epoch)
+    reporter.start(run.run_id, config.summary(), config.epochs, steps, state.epoch)
 
     for epoch in range(state.epoch, config.epochs):
         t_epoch = time.perf_counter()
@@ -185,7 +187,7 @@ def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsD
         for step in range(state.step, steps):
             if stop.is_set():
                 state.epoch, state.step = epoch, step
-                checkpoint.save(ckpt_path, state.to_checkpoint(engine, gens, run_id, elapsed(), batches.snapshot(step)))
+                run.save_checkpoint(state.to_checkpoint(engine, gens, run.run_id, elapsed(), batches.snapshot(step)))
                 raise Interrupted(f"{stop.reason} at epoch {epoch + 1} step {step}: checkpoint saved; "
                                   f"run the same command to resume", stop.signum)
             lr = lr_at(epoch + (step + 1) / steps, config.epochs, config.lr)
@@ -202,7 +204,7 @@ def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsD
                 reporter.step(step + 1 - reported, loss=f"{s[0] / s[2]:.3f}", acc=f"{100 * s[1] / s[2]:.1f}%")
                 reported = step + 1
 
-        # -- epoch end: evaluate, then make the epoch safe on disk before reporting it
+        # -- epoch end: evaluate, then make the epoch safe on disk (RunDir.end_epoch) before reporting it
         loss_sum, correct_sum, seen = state.sums.tolist()
         epoch_train_s = time.perf_counter() - t_epoch
         train_time += epoch_train_s
@@ -216,40 +218,29 @@ def _run(config: RunConfig, data: Cifar10, device: torch.device, store: ResultsD
         row["seconds"] = time.perf_counter() - t_epoch
         state.history.append(row)
         state.epoch, state.step, state.perm, state.sums = epoch + 1, 0, None, None
-        checkpoint.save(ckpt_path, state.to_checkpoint(engine, gens, run_id, elapsed()))
-        _write_epochs_csv(store.run_dir(run_id) / "epochs.csv", state.history)
-        store.write_status(run_id, "running", epoch=epoch + 1, epochs=config.epochs)
+        run.end_epoch(state.to_checkpoint(engine, gens, run.run_id, elapsed()), state.history, config.epochs)
         reporter.epoch({**row, "img_per_s": seen / max(epoch_train_s, 1e-9)})
 
-    return _finish(config, engine, state, store, run_id, dataset_tag, n_params, elapsed(),
-                   train_images / train_time if train_time > 0 else None, reporter,
+    return Trained(engine, state, n_params, elapsed(), train_images / train_time if train_time > 0 else None,
                    images={"train": n_train, "test": int(data.test_x.shape[0])})
 
 
-def _finish(config: RunConfig, engine: Engine, state: TrainState, store: ResultsDir, run_id: str, dataset_tag: str,
-            n_params: int, wall: float, img_per_s: float | None, reporter: Reporter, images: dict) -> dict:
-    """Final weights, then result.json (from here on the run is done), the index row and the status.
-    `images`: the sizes of the training and test sets, so a report can state the test set's binomial error."""
+def _finish(config: RunConfig, run: RunDir, dataset_tag: str, trained: Trained, reporter: Reporter) -> dict:
+    """result.json's content from what the loop measured; RunDir.finish writes the final weights, then
+    result.json (from here on the run is done), the index row and the status."""
+    engine, (best, best_epoch) = trained.engine, trained.state.best
     result = {
-        "run_id": run_id, "dataset": dataset_tag, "config": config.to_dict(),
-        "test_acc": state.history[-1]["test_acc"], "best_test_acc": state.best[0], "best_epoch": state.best[1],
-        "params": n_params, "images": images, "epochs": config.epochs, "seed": config.seed, "wall_s": round(wall, 2),
-        "img_per_s": round(img_per_s, 1) if img_per_s else None,
+        "run_id": run.run_id, "dataset": dataset_tag, "config": config.to_dict(),
+        "test_acc": trained.state.history[-1]["test_acc"], "best_test_acc": best, "best_epoch": best_epoch,
+        "params": trained.params, "images": trained.images, "epochs": config.epochs, "seed": config.seed,
+        "wall_s": round(trained.wall_s, 2), "img_per_s": round(trained.img_per_s, 1) if trained.img_per_s else None,
         "finished": now_iso(), "provenance": {**provenance(engine.device), "engine": engine.describe()},
     }
     weights = {name: t.detach().cpu() for name, t in engine.model.state_dict().items()}  # one read, at the end
     result["weights_sha256"] = weights_sha256(weights)  # identical arms → "not testable"
-    run_dir = store.run_dir(run_id)
-    buffer = io.BytesIO()  # CPU tensors: model.pt loads on any machine without map_location
-    torch.save(weights, buffer)
-    atomic_write_bytes(run_dir / "model.pt", buffer.getvalue())
-    atomic_write_json(run_dir / "result.json", result)
-    store.append_index_row(index_row(result))
-    store.write_status(run_id, "done", epoch=config.epochs, epochs=config.epochs)
-    (run_dir / checkpoint.FILENAME).unlink(missing_ok=True)  # result.json supersedes it
-    best, best_epoch = state.best
-    reporter.message(f"run {run_id} done: test acc {result['test_acc']:.2f}% (best {best:.2f}% at epoch "
-                     f"{best_epoch}), {wall:.0f}s, results in {run_dir}")
+    run.finish(weights, result)
+    reporter.message(f"run {run.run_id} done: test acc {result['test_acc']:.2f}% (best {best:.2f}% at epoch "
+                     f"{best_epoch}), {trained.wall_s:.0f}s, results in {run.path}")
     return result
 
 
@@ -276,11 +267,3 @@ def _check_finite(bad_step: torch.Tensor, epoch: int) -> None:
     if step >= 0:
         raise Diverged(f"loss became non-finite at epoch {epoch + 1}, step {step + 1}; "
                        f"try a lower --lr or keep --clip on")
-
-
-def _write_epochs_csv(path: Path, history: list[dict]) -> None:
-    lines = [",".join(EPOCH_COLUMNS)]
-    for row in history:
-        lines.append(",".join("" if row.get(c) is None else (str(row[c]) if c == "epoch" else f"{row[c]:.6g}")
-                              for c in EPOCH_COLUMNS))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

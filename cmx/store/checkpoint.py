@@ -6,7 +6,7 @@ states a run draws from (python, numpy, torch CPU, and the explicit shuffle/augm
 the global CUDA RNG: cmx never draws from it (CUDA draws use the explicit augmentation generator), and saving
 it would create a CUDA context on every visible GPU and fail to restore where fewer GPUs are visible. It is
 serialised to memory first and then written with tmp + fsync + rename, so a full disk or a kill during
-the write leaves the previous checkpoint untouched.
+the write leaves the previous checkpoint untouched. The final weights (model.pt) are serialised here too.
 """
 from __future__ import annotations
 
@@ -20,9 +20,6 @@ import torch
 
 from ..errors import UserError
 from ..files import atomic_write_bytes
-
-FILENAME = "checkpoint.pt"
-
 
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
     return {
@@ -63,7 +60,8 @@ def load(path: Path) -> dict[str, Any] | None:
                         f"use --restart to start this run over") from None
 
 
-def remove_stale_tmp(run_dir: Path) -> None:
-    """Drop tmp files left by a process killed mid-write (they never replaced anything)."""
-    for tmp in run_dir.glob(".*.tmp"):
-        tmp.unlink(missing_ok=True)
+def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
+    """model.pt: a state_dict of CPU tensors, so it loads on any machine without map_location."""
+    buffer = io.BytesIO()
+    torch.save(weights, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
