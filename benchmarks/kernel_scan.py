@@ -32,7 +32,7 @@ from cmx.cifar import IMAGE_SIZE  # noqa: E402
 from cmx.run.allocator import keep_freed_memory  # noqa: E402
 from cmx.run.depthwise import DepthwiseConv2d  # noqa: E402
 from cmx.config import RunConfig  # noqa: E402
-from cmx.run.tune import fastest_conv_path  # noqa: E402
+from cmx.run.tune import fastest_conv_path, place  # noqa: E402
 from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
 
 PAPER_KS = (3, 5, 7, 8, 9, 11, 13, 15)  # Table 8's kernel sizes (8: its even one) and the odd ones between
@@ -59,10 +59,11 @@ def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: 
     for k in ks:
         base = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch, device="cpu", amp=amp,
                          channels_last=layout == "channels_last", data="-")
-        chosen, _ = fastest_conv_path(base, layout, "fp32" if amp == "off" else amp)
-        steps = {"stock": cmx_train_step(base.replace(conv_path="stock"), torch.device("cpu"), x, targets)[0],
-                 "chosen": cmx_train_step(base.replace(conv_path=chosen), torch.device("cpu"), x, targets)[0],
-                 "layer": depthwise_layer(base, layout, chosen)}
+        chosen, _ = fastest_conv_path(base, layout, amp)
+        steps = {name: cmx_train_step(cfg, place(cfg), x, targets)[0]
+                 for name, cfg in (("stock", base.replace(conv_path="stock")),
+                                   ("chosen", base.replace(conv_path=chosen)))}
+        steps["layer"] = depthwise_layer(base, layout, chosen)
         for step in steps.values():  # warm-up
             step()
         clock = time.process_time if cpu_time else time.perf_counter

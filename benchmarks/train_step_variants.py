@@ -25,6 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmx.augment.pipeline import augment_batch  # noqa: E402
 from cmx.bench.speed import cmx_train_step, interleaved, rate, reference_train_step  # noqa: E402
+from cmx.run.tune import place  # noqa: E402
 from cmx.config import RunConfig  # noqa: E402
 
 
@@ -65,7 +66,7 @@ def main(argv=None) -> None:
         cfg = base.replace(amp="bf16" if amp == "bf16" else "off", channels_last=layout == "cl",
                            compile=bool(compiled))
         start = time.perf_counter()
-        steps[label], _ = cmx_train_step(cfg, device, x, targets, say=print)
+        steps[label], _ = cmx_train_step(cfg, place(cfg, device=device), x, targets, say=print)
         for _ in range(a.warmup):
             steps[label]()
         built[label] = time.perf_counter() - start

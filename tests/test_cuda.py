@@ -40,6 +40,7 @@ from cmx.run import engine as engine_module
 from cmx.run.engine import make_optimizer, maybe_compile
 from cmx.run.stop import StopRequest
 from cmx.run.train import train
+from cmx.run.tune import place
 from cmx.sweep.local import visible_gpus
 from conftest import REPO, SHARED, cmx_subprocess_env
 from sync_windows import guard_steps
@@ -364,8 +365,9 @@ def test_auto_precision_is_native_bf16_exactly_from_compute_capability_8(tiny_co
     """bf16 on Ampere and later; fp16 + GradScaler on V100/T4 (bf16 there is emulated, and slow)."""
     major, _ = torch.cuda.get_device_capability(CUDA)
     expected = torch.bfloat16 if major >= 8 else torch.float16
-    assert engine_module.resolve_amp("auto", CUDA) is expected
-    engine = engine_module.Engine.build(tiny_config(device="cuda"), CUDA, say=lambda msg: None)
+    placement = place(tiny_config(device="cuda"), device=CUDA)
+    assert placement.amp_dtype is expected
+    engine = engine_module.Engine.build(tiny_config(device="cuda"), placement, say=lambda msg: None)
     assert engine.amp_dtype is expected and engine.scaler.is_enabled() == (expected is torch.float16)
 
 
@@ -401,7 +403,7 @@ def test_a_cuda_profile_counts_kernels_only(tiny_config):
     images, labels = (t.to(CUDA) for t in real_images(128))
     gen = torch.Generator(device=CUDA).manual_seed(0)
     x, targets = augment_batches(images[:32], labels[:32], gen, 32)
-    step, _ = cmx_train_step(config, CUDA, x, targets)
+    step, _ = cmx_train_step(config, place(config, device=CUDA), x, targets)
 
     def loop():
         with torch.profiler.record_function(P.AUG_RANGE):

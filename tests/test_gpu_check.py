@@ -18,6 +18,7 @@ from cmx.bench.gpu.report import Report, render_markdown
 from cmx.bench.gpu.runs import packing_sweep, short_training
 from cmx.bench.gpu.speed import measure_step, time_per_call
 from cmx.bench.speed import cmx_train_step
+from cmx.run.tune import place
 from cmx.cli.app import main
 from cmx.run import train as train_module
 from cmx.config import RunConfig
@@ -333,7 +334,7 @@ def test_a_cpu_profile_of_a_train_loop_chunk_finds_every_kind():
     images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (16,), generator=gen)
     x, targets = augment_batches(images[:8], labels[:8], gen, 8)
-    step, _ = cmx_train_step(config, device, x, targets)
+    step, _ = cmx_train_step(config, place(config, device=device), x, targets)
 
     def loop():
         with torch.profiler.record_function(P.AUG_RANGE):

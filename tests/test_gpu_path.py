@@ -11,7 +11,9 @@ from cmx.errors import Interrupted
 from cmx.store import checkpoint
 from cmx.run import engine as engine_module
 from cmx.run import train as train_module
-from cmx.run.engine import Engine, resolve_amp
+from cmx.run.engine import Engine
+from cmx.run.placement import resolve_precision
+from cmx.run.tune import place
 from cmx.run.stop import StopRequest
 from cmx.run.train import train
 
@@ -22,19 +24,19 @@ CUDA = torch.device("cuda")
 def test_auto_precision_is_fp16_where_bf16_is_only_emulated(monkeypatch):
     """V100/T4: torch counts emulated bf16 as supported by default; cmx asks for native bf16 only."""
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)
-    assert resolve_amp("auto", CUDA) is torch.float16
+    assert resolve_precision("auto", CUDA) == "fp16"
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)  # Ampere+
-    assert resolve_amp("auto", CUDA) is torch.bfloat16
-    assert resolve_amp("bf16", CUDA) is torch.bfloat16  # an explicit flag is obeyed
-    assert resolve_amp("auto", torch.device("cpu")) is None
+    assert resolve_precision("auto", CUDA) == "bf16"
+    assert resolve_precision("bf16", CUDA) == "bf16"  # an explicit flag is obeyed
+    assert resolve_precision("auto", torch.device("cpu")) == "off"
 
 
-@pytest.mark.parametrize("capability,dtype", [((7, 0), torch.float16), ((7, 5), torch.float16),
-                                              ((8, 0), torch.bfloat16), ((9, 0), torch.bfloat16)])
-def test_without_the_keyword_the_compute_capability_decides(monkeypatch, capability, dtype):
+@pytest.mark.parametrize("capability,precision", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"),
+                                                  ((9, 0), "bf16")])
+def test_without_the_keyword_the_compute_capability_decides(monkeypatch, capability, precision):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # an older torch: emulation counted
     monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
-    assert resolve_amp("auto", CUDA) is dtype
+    assert resolve_precision("auto", CUDA) == precision
 
 
 # ---------------------------------------------------------------------- item 5: another precision on resume
@@ -161,9 +163,9 @@ def broken_compile(monkeypatch):
 def test_compile_failing_at_the_first_step_falls_back_to_eager_with_a_note(tiny_config, broken_compile):
     notes: list[str] = []
     config = tiny_config(compile=True)
-    engine = Engine.build(config, torch.device("cpu"), say=notes.append)
+    engine = Engine.build(config, place(config), say=notes.append)
     assert isinstance(engine.run_model, CompiledButBroken)
-    eager = Engine.build(config.replace(compile=False), torch.device("cpu"), say=notes.append)
+    eager = Engine.build(config.replace(compile=False), place(config), say=notes.append)
     x, targets = torch.randn(32, 3, 32, 32), torch.softmax(torch.randn(32, 10), 1)
     loss, _ = engine.step(x, targets)
     eager_loss, _ = eager.step(x, targets)
@@ -177,7 +179,7 @@ def test_compile_failing_at_the_first_step_falls_back_to_eager_with_a_note(tiny_
 
 def test_a_compile_failing_in_evaluation_only_falls_back_there(tiny_config, monkeypatch):
     notes: list[str] = []
-    engine = Engine.build(tiny_config(), torch.device("cpu"), say=notes.append)
+    engine = Engine.build(tiny_config(), place(tiny_config()), say=notes.append)
     broken = CompiledButBroken(engine.model)
     engine.run_model, engine.unproven = broken, {"eval"}  # the train graph built, the eval graph not
     logits = engine.forward_eval(torch.zeros(4, 3, 32, 32, dtype=torch.uint8))

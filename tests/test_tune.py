@@ -10,6 +10,9 @@ from cmx.cli.app import main
 from cmx.run import tune
 from cmx.config import RunConfig
 from cmx.run.depthwise import PATHS
+from cmx.run.placement import Placement
+
+CPU = torch.device("cpu")
 
 
 @pytest.fixture
@@ -25,27 +28,26 @@ def tiny(**changes) -> RunConfig:
 
 def test_the_probe_picks_a_candidate_caches_it_and_is_not_run_again(probing, monkeypatch):
     said = []
-    chosen = tune.choose_settings(tiny(), torch.device("cpu"), said.append)
-    assert chosen.how == "probe" and chosen.memory_format in (torch.channels_last, torch.contiguous_format)
-    assert chosen.amp_dtype in (None, torch.bfloat16) and chosen.conv_path in PATHS
+    chosen = tune.place(tiny(), say=said.append)
+    assert chosen.chosen_by == "probe" and chosen.device == CPU
+    assert chosen.precision in ("off", "bf16") and chosen.conv_path in PATHS
     entry = json.loads(probing.read_text())[tune.cache_key(tiny())]
     assert set(entry["ms_per_step"]) == {f"{lay} {prec}" for lay, prec in tune.candidates(tiny())}
     assert entry["conv_path"] == chosen.conv_path
     assert any(line.startswith("cpu settings:") for line in said)
 
     monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("probed again despite the cache"))
-    again = tune.choose_settings(tiny(seed=5, epochs=3), torch.device("cpu"), said.append)  # same shape
-    assert (again.amp_dtype, again.memory_format, again.conv_path, again.how) == \
-        (chosen.amp_dtype, chosen.memory_format, chosen.conv_path, "cached probe")
+    again = tune.place(tiny(seed=5, epochs=3), say=said.append)  # same shape
+    assert (again.precision, again.channels_last, again.conv_path, again.chosen_by) == \
+        (chosen.precision, chosen.channels_last, chosen.conv_path, "cached probe")
 
 
 def test_flags_win_and_a_new_shape_is_probed_on_its_own(probing, monkeypatch):
     monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("flags were given: nothing to probe"))
-    assert tune.choose_settings(tiny(channels_last=False, amp="off", conv_path="padded"), torch.device("cpu"),
-                                print) == tune.Settings(None, torch.contiguous_format, "padded", "flags")
+    assert tune.place(tiny(channels_last=False, amp="off", conv_path="padded")) == \
+        Placement(CPU, "off", False, "padded", "flags")
     monkeypatch.setattr(tune, "cpu_has_native_bf16", lambda: False)  # amp auto leaves one candidate: fp32
-    assert tune.choose_settings(tiny(channels_last=True, conv_path="wgrad"), torch.device("cpu"), print) == \
-        tune.Settings(None, torch.channels_last, "wgrad", "flags")
+    assert tune.place(tiny(channels_last=True, conv_path="wgrad")) == Placement(CPU, "off", True, "wgrad", "flags")
     assert tune.cache_key(tiny(h=16)) != tune.cache_key(tiny())
     assert not probing.exists()
 
@@ -69,7 +71,7 @@ def test_a_resumed_run_keeps_the_settings_it_started_with(probing, tiny_config, 
 
     cfg = tiny_config(epochs=2)
     monkeypatch.setattr(tune, "probe_in_child",  # NCHW fp32 with the padded path measures fastest at first
-                        lambda config, options: ({o: 1.0 if o == ("nchw", "fp32") else 2.0 for o in options},
+                        lambda config, options: ({o: 1.0 if o == ("nchw", "off") else 2.0 for o in options},
                                                  {o: "padded" for o in options}))
     stop, real = StopRequest(), train_module.lr_at
     monkeypatch.setattr(train_module, "lr_at", lambda *a: (stop.request(signal.SIGINT), real(*a))[1])
@@ -78,7 +80,7 @@ def test_a_resumed_run_keeps_the_settings_it_started_with(probing, tiny_config, 
     monkeypatch.setattr(train_module, "lr_at", real)
     entries = json.loads(probing.read_text())
     for entry in entries.values():  # the machine's choice changes meanwhile
-        entry.update(layout="channels_last", precision="fp32", conv_path="stock")
+        entry.update(layout="channels_last", precision="off", conv_path="stock")
     probing.write_text(json.dumps(entries))
     result = train_module.train(cfg, tmp_path / "r")
     assert result["provenance"]["engine"] == "cpu, fp32, NCHW, conv padded (flags)"  # kept from the checkpoint
@@ -99,14 +101,13 @@ def test_the_conv_probe_times_every_path_and_returns_the_fastest(monkeypatch):
         return real(ctx, x, weight, bias, how)
 
     monkeypatch.setattr(depthwise._DepthwiseConvCPU, "forward", staticmethod(forward))
-    best, timings = tune.fastest_conv_path(tiny(k=5), "channels_last", "fp32")
+    best, timings = tune.fastest_conv_path(tiny(k=5), "channels_last", "off")
     assert set(timings) == set(PATHS) and best != "padded" and best == min(timings, key=timings.get)
 
 
 def test_without_the_probe_the_default_path_follows_the_measured_rule(monkeypatch):
     monkeypatch.setenv("CMX_CPU_TUNE", "off")
-    assert tune.choose_settings(tiny(k=3), torch.device("cpu"), print).conv_path == "stock"
-    assert tune.choose_settings(tiny(k=9), torch.device("cpu"), print).conv_path == "wgrad"
-    assert tune.choose_settings(tiny(k=15, channels_last=False), torch.device("cpu"), print).conv_path == \
-        "padded-wgrad"
-    assert tune.choose_settings(tiny(k=9, conv_path="stock"), torch.device("cpu"), print).conv_path == "stock"
+    assert tune.place(tiny(k=3)).conv_path == "stock"
+    assert tune.place(tiny(k=9)).conv_path == "wgrad"
+    assert tune.place(tiny(k=15, channels_last=False)).conv_path == "padded-wgrad"
+    assert tune.place(tiny(k=9, conv_path="stock")).conv_path == "stock"

@@ -43,8 +43,10 @@ from ..errors import UserError
 from ..paper import PAPER_EPOCHS
 from ..run.allocator import keep_freed_memory
 from ..config import RunConfig
-from ..run.engine import EVAL_BATCH, Engine, amp_name, resolve_device
-from ..run.tune import choose_settings
+from ..run.engine import EVAL_BATCH, Engine
+from ..run.placement import Placement, resolve_device
+from ..run.seeding import init_weights, run_generators
+from ..run.tune import place
 from ..run.batches import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
 
@@ -136,11 +138,13 @@ class PeakMemory:
         return False
 
 
-def prime(device: torch.device, amp_dtype: torch.dtype | None) -> None:
-    """One tiny train step per memory format (and the amp dtype), so that process-wide one-time costs
-    (library and kernel loading, thread pools, autograd engine) land in no contender's memory or time."""
+def prime(placement: Placement) -> None:
+    """One tiny train step per memory format (and the placement's autocast dtype), so that process-wide
+    one-time costs (library and kernel loading, thread pools, autograd engine) land in no contender's memory
+    or time."""
+    device = placement.device
     for memory_format in (torch.contiguous_format, torch.channels_last):
-        for dtype in {None, amp_dtype}:
+        for dtype in {None, placement.amp_dtype}:
             model = reference_convmixer(8, 1, 3, 4).to(device, memory_format=memory_format)
             opt = torch.optim.AdamW(model.parameters(), foreach=True)
             x = torch.randn(4, 3, 32, 32, device=device).contiguous(memory_format=memory_format)
@@ -153,11 +157,13 @@ def prime(device: torch.device, amp_dtype: torch.dtype | None) -> None:
 
 
 # ---------------------------------------------------------------------- cmx's step, eval and augmentation
-def cmx_train_step(config: RunConfig, device: torch.device, x: torch.Tensor, targets: torch.Tensor,
+def cmx_train_step(config: RunConfig, placement: Placement, x: torch.Tensor, targets: torch.Tensor,
                    say=lambda msg: None) -> tuple[Callable[[], None], Engine]:
     """One step of the train loop on a fixed augmented batch: the engine's step (engine.py, the code
-    training runs) plus, as the loop does, the lr write and the on-device loss/accuracy sums."""
-    engine = Engine.build(config, device, say=say)
+    training runs) plus, as the loop does, the lr write and the on-device loss/accuracy sums. `placement`:
+    as `cmx.run.tune.place` resolves it for `config`."""
+    engine = Engine.build(config, placement, say=say)
+    device = placement.device
     labels = targets.argmax(1)
     sums = torch.zeros(3, device=device)  # loss sum, correct, images: accumulated on the device, as train.py
     batch_images = torch.tensor(float(len(x)), device=device)
@@ -217,8 +223,7 @@ def reference_convmixer(dim: int, depth: int, kernel_size: int, patch_size: int,
 def reference_train_step(config: RunConfig, device: torch.device, x: torch.Tensor,
                          y: torch.Tensor) -> tuple[Callable[[], None], nn.Module]:
     """reference_train.py `--mode step`: fp32 NCHW, plain AdamW (wd 0.01), cross-entropy, clip, loss.item()."""
-    torch.manual_seed(config.seed)
-    model = reference_convmixer(config.h, config.d, config.k, config.p).to(device)
+    model = init_weights(config.seed, lambda: reference_convmixer(config.h, config.d, config.k, config.p)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     x = x.contiguous()
 
@@ -332,39 +337,46 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
         images = torch.randint(0, 256, (n, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
         labels = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(1))
     images, labels = images.to(device), labels.to(device)
-    gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    gen = run_generators(config.seed, device)["augment"]
     x, targets = augment_batch(images[:bs], labels[:bs], gen)  # one realistic training batch
-    x_ref = x.contiguous()
-    eval_images = images[:opts.eval_batch_size]
-    # the engine's settings, chosen once here (on CPU possibly by tune.py's probe) so that no probe runs
+    inputs = StepInputs(x, targets, images[:opts.eval_batch_size])
+    # the engine's placement, resolved once here (on CPU possibly by tune.py's probe) so that no probe runs
     # inside the timed or memory-measured phases below
-    chosen = choose_settings(config, device, say)
-    amp_dtype, chosen_by = chosen.amp_dtype, chosen.how
-    config = config.replace(channels_last=chosen.memory_format == torch.channels_last,
-                            amp=amp_name(amp_dtype), conv_path=chosen.conv_path)
+    placement = place(config, device=device, say=say)
     out: dict = {"device": str(device), "config": f"{config.h}/{config.d} p{config.p} k{config.k}",
-                 "batch_size": bs, "eval_batch_size": len(eval_images), "steps": opts.steps,
-                 "amp": str(amp_dtype).replace("torch.", "") if amp_dtype is not None else "off",
-                 "channels_last": config.channels_last, "conv_path": config.conv_path,
-                 "settings_chosen_by": chosen_by, "compile": config.compile,
-                 "threads": torch.get_num_threads(), "aug_images": "real" if opts.data else "random"}
+                 "batch_size": bs, "eval_batch_size": len(inputs.eval_images), "steps": opts.steps,
+                 "amp": placement.precision, "channels_last": placement.channels_last,
+                 "conv_path": placement.conv_path, "settings_chosen_by": placement.chosen_by,
+                 "compile": config.compile, "threads": torch.get_num_threads(),
+                 "aug_images": "real" if opts.data else "random"}
 
-    _measure_steps(config, device, opts, x, targets, x_ref, eval_images, amp_dtype, out, say)
+    _measure_steps(config, placement, opts, inputs, out, say)
     _measure_augmentation(opts, device, images, labels, gen, bs, out, say)
     _project(config, opts, out)
     return out
 
 
-def _measure_steps(config: RunConfig, device: torch.device, opts: BenchOptions, x, targets, x_ref,
-                   eval_images, amp_dtype, out: dict, say) -> None:
+@dataclass
+class StepInputs:
+    """What the train and eval steps are timed on."""
+
+    x: torch.Tensor  # (B, 3, 32, 32) one augmented, normalised training batch
+    targets: torch.Tensor  # (B, 10) its soft targets
+    eval_images: torch.Tensor  # (E, 3, 32, 32) uint8, one evaluation batch
+
+
+def _measure_steps(config: RunConfig, placement: Placement, opts: BenchOptions, inputs: StepInputs, out: dict,
+                   say) -> None:
     """The train step (first, so its memory phase starts from a small process) and the eval forward,
     interleaved with the reference's when asked; fills `out`."""
     bs, ref_rounds = config.batch_size, opts.reference_steps or opts.steps
+    device, x, targets, eval_images = placement.device, inputs.x, inputs.targets, inputs.eval_images
+    x_ref = x.contiguous()
     # -- train step (first, so the memory phase starts from a small process)
     say("measuring the train step")
-    prime(device, amp_dtype)
+    prime(placement)
     with PeakMemory(device) as mem:
-        step, engine = cmx_train_step(config, device, x, targets, say)
+        step, engine = cmx_train_step(config, placement, x, targets, say)
         for _ in range(max(opts.warmup, 1)):
             step()
     out["peak_mem_mb"], out["peak_mem_method"] = round(mem.mb, 1), mem.method

@@ -1,6 +1,7 @@
-"""The training engine: where and how one ConvMixer trains — device, precision, memory format, optimizer, the
-optimisation step and evaluation. The train loop and `cmx bench` both use it, so the step that `cmx bench`
-times is the step that training runs, and each rule below is written once.
+"""The training engine: how one ConvMixer trains where its `Placement` says (placement.py: device, precision,
+memory format, CPU depthwise path, resolved once by `tune.place`) — the model, optimizer, the optimisation
+step and evaluation. The train loop and `cmx bench` both use it, so the step that `cmx bench` times is the
+step that training runs, and each rule below is written once. The engine resolves no setting itself.
 
 The paper's recipe (recipe.md): AdamW (eps 1e-3, no weight decay on 1-D params), gradient clipping at 1.0,
 soft-target cross-entropy (mixup/cutmix targets with label smoothing). Nothing here reads a value back to
@@ -15,50 +16,13 @@ import torch
 import torch.nn.functional as F
 
 from ..augment.pipeline import normalize, soft_target_cross_entropy
-from ..errors import UserError
 from ..config import RunConfig
 from .depthwise import set_path
 from .model import build_model
+from .placement import Placement
+from .seeding import init_weights
 
 EVAL_BATCH = 500
-AMP_DTYPES = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # --amp value → autocast dtype
-
-
-def amp_name(dtype: torch.dtype | None) -> str:
-    """The --amp value of an autocast dtype (None → "off")."""
-    return next(name for name, d in AMP_DTYPES.items() if d == dtype)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA device is available (use --device cpu or auto)")
-    return torch.device(name)
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Whether `device` computes in bf16 natively (Ampere, compute capability 8.0, and later). Plain
-    `torch.cuda.is_bf16_supported()` also counts emulated bf16, which V100/T4 run far slower than fp16."""
-    try:
-        return bool(torch.cuda.is_bf16_supported(including_emulation=False))
-    except TypeError:  # a torch without the keyword
-        return torch.cuda.get_device_capability(device) >= (8, 0)
-
-
-def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
-    """auto: bf16 on CUDA GPUs that compute in it natively, else fp16 (with a GradScaler); off on CPU (unless
-    tuned, tune.py)."""
-    if name == "auto":
-        if device.type != "cuda":
-            return None
-        return torch.bfloat16 if native_bf16(device) else torch.float16
-    return AMP_DTYPES[name]
-
-
-def resolve_memory_format(channels_last: bool | None) -> torch.memory_format:
-    """The one memory-format rule: channels_last unless switched off (unset = on; tune.py may decide on CPU)."""
-    return torch.contiguous_format if channels_last is False else torch.channels_last
 
 
 def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device) -> torch.optim.AdamW:
@@ -86,17 +50,18 @@ def maybe_compile(model: torch.nn.Module, wanted: bool, say: Callable[[str], Non
         return model
 
 
-def optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets, clip: bool):
+def optimisation_step(engine: "Engine", x: torch.Tensor, targets: torch.Tensor):
     """One step of the recipe: forward under autocast, soft-target cross-entropy, backward (scaled for fp16),
     gradient clipping at 1.0, AdamW. Returns the detached loss and logits; reads nothing back to the host."""
-    with autocast:
-        logits = run_model(x)
+    optimizer, scaler = engine.optimizer, engine.scaler
+    with engine.autocast:
+        logits = engine.run_model(x)
         loss = soft_target_cross_entropy(logits.float(), targets)
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
-    if clip:
+    if engine.config.clip:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(engine.model.parameters(), 1.0)
     scaler.step(optimizer)
     scaler.update()
     return loss.detach(), logits.detach()
@@ -104,46 +69,49 @@ def optimisation_step(run_model, model, optimizer, scaler, autocast, x, targets,
 
 @dataclass
 class Engine:
-    """A model with everything needed to train and evaluate it on one device.
+    """A model with everything needed to train and evaluate it where `placement` says.
 
     `model` is the module whose state is saved; `run_model` is what is called (the compiled module with
-    --compile, else the same object). Build with `Engine.build(config)`.
+    --compile, else the same object). Build with `Engine.build(config, placement)`.
     """
 
     config: RunConfig
-    device: torch.device
-    amp_dtype: torch.dtype | None
-    memory_format: torch.memory_format
+    placement: Placement
     model: torch.nn.Module
     optimizer: torch.optim.AdamW
     scaler: torch.amp.GradScaler
     run_model: torch.nn.Module
-    chosen_by: str = "flags"  # how the settings were chosen: "flags", "default", "probe" or "cached probe"
-    conv_path: str = "stock"  # how the depthwise convolutions are computed on CPU (run/depthwise.py)
     unproven: set[str] = field(default_factory=set)  # compiled calls not yet run once: "train", "eval"
     say: Callable[[str], None] = print
 
     @classmethod
-    def build(cls, config: RunConfig, device: torch.device | None = None, say: Callable[[str], None] = print,
+    def build(cls, config: RunConfig, placement: Placement, say: Callable[[str], None] = print,
               compile_now: bool = True) -> "Engine":
-        """Device, precision and memory format from the config (on CPU, unset ones from tune.py's probe),
-        then the model (seeded by config.seed), AdamW and the AMP scaler. `compile_now=False` leaves
-        torch.compile to `compile()`, so a checkpoint can be loaded into the plain module first."""
-        from .tune import choose_settings  # tune builds engines itself to probe
-
-        device = device if device is not None else resolve_device(config.device)
-        chosen = choose_settings(config, device, say)
-        amp_dtype, memory_format = chosen.amp_dtype, chosen.memory_format
-        torch.manual_seed(config.seed)  # model init; everything after draws from explicit generators
-        model = build_model(config).to(device, memory_format=memory_format)
-        set_path(model, chosen.conv_path)
+        """The model (initial weights from config.seed, seeding.py) placed as `placement` says, AdamW and the
+        AMP scaler. `compile_now=False` leaves torch.compile to `compile()`, so a checkpoint can be loaded
+        into the plain module first."""
+        device = placement.device
+        model = init_weights(config.seed, lambda: build_model(config))
+        model = model.to(device, memory_format=placement.memory_format)
+        set_path(model, placement.conv_path)
         optimizer = make_optimizer(model, config, device)
-        scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-        engine = cls(config, device, amp_dtype, memory_format, model, optimizer, scaler, model, chosen.how,
-                     chosen.conv_path)
+        scaler = torch.amp.GradScaler(device.type, enabled=placement.scaler_enabled)
+        engine = cls(config, placement, model, optimizer, scaler, model)
         if compile_now:
             engine.compile(say)
         return engine
+
+    @property
+    def device(self) -> torch.device:
+        return self.placement.device
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return self.placement.amp_dtype
+
+    @property
+    def memory_format(self) -> torch.memory_format:
+        return self.placement.memory_format
 
     def compile(self, say: Callable[[str], None] = print) -> None:
         self.run_model = maybe_compile(self.model, self.config.compile, say, self.device)
@@ -171,7 +139,7 @@ class Engine:
     # ------------------------------------------------------------------ training
     @property
     def autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
+        return self.placement.autocast()
 
     def set_lr(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
@@ -180,8 +148,7 @@ class Engine:
     def step(self, x: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One optimisation step on an augmented batch x (B, 3, 32, 32) with soft targets (B, 10)."""
         x = x.contiguous(memory_format=self.memory_format)
-        return self._first_call("train", lambda: optimisation_step(
-            self.run_model, self.model, self.optimizer, self.scaler, self.autocast, x, targets, self.config.clip))
+        return self._first_call("train", lambda: optimisation_step(self, x, targets))
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
@@ -226,12 +193,8 @@ class Engine:
             self.scaler.load_state_dict(state["scaler"])
 
     def settings(self) -> dict:
-        """The chosen settings as RunConfig values (kept in checkpoints, so a resumed run keeps them)."""
-        return {"device": self.device.type, "channels_last": self.memory_format == torch.channels_last,
-                "amp": amp_name(self.amp_dtype), "conv_path": self.conv_path}
+        """The placement as RunConfig values (kept in checkpoints, so a resumed run keeps them)."""
+        return self.placement.settings()
 
     def describe(self) -> str:
-        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype is not None else "fp32"
-        layout = "channels_last" if self.memory_format == torch.channels_last else "NCHW"
-        conv = f", conv {self.conv_path}" if self.device.type == "cpu" else ""
-        return f"{self.device.type}, {amp}, {layout}{conv} ({self.chosen_by})"
+        return self.placement.describe()

@@ -28,7 +28,10 @@ from .allocator import keep_freed_memory
 from .batches import AugmentedChunks
 from ..config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
-from .engine import Engine, resolve_device
+from .engine import Engine
+from .placement import resolve_device
+from .seeding import run_generators
+from .tune import place
 from .model import count_params
 from .progress import Reporter, make_reporter
 from .provenance import provenance, weights_sha256
@@ -156,10 +159,10 @@ def _already_done(reporter, run_id: str, done: dict) -> dict:
 def _run(config: RunConfig, data: Cifar10, device: torch.device, run: RunDir, reporter: Reporter,
          stop: StopRequest) -> Trained:
     saved = run.load_checkpoint()
-    engine = Engine.build(_keep_settings(config, saved, device), device, say=reporter.message, compile_now=False)
+    placement = place(config, (saved or {}).get("engine"), device, say=reporter.message)  # kept on resume
+    engine = Engine.build(config, placement, say=reporter.message, compile_now=False)
     n_params = count_params(engine.model)
-    gens = {"shuffle": torch.Generator().manual_seed(config.seed),
-            "augment": torch.Generator(device=device).manual_seed(config.seed + 1)}
+    gens = run_generators(config.seed, device)
     data = data.to(device)
     n_train = data.train_x.shape[0]
     steps = n_train // config.batch_size  # drop_last, as timm (train() checked steps ≥ 1)
@@ -242,24 +245,6 @@ def _finish(config: RunConfig, run: RunDir, dataset_tag: str, trained: Trained, 
     reporter.message(f"run {run.run_id} done: test acc {result['test_acc']:.2f}% (best {best:.2f}% at epoch "
                      f"{best_epoch}), {trained.wall_s:.0f}s, results in {run.path}")
     return result
-
-
-def _keep_settings(config: RunConfig, saved: dict | None, device: torch.device) -> RunConfig:
-    """A resumed run keeps the memory format, precision and depthwise path it started with (on the same kind of device),
-    unless its flags now say otherwise: a CPU probe that would choose differently today cannot make a
-    resumed run differ from an uninterrupted one."""
-    kept = (saved or {}).get("engine")
-    if not kept or kept.get("device") != device.type:
-        return config
-    changes = {}
-    if config.channels_last is None:
-        changes["channels_last"] = kept["channels_last"]
-    if config.amp == "auto":
-        changes["amp"] = kept["amp"]
-    if config.conv_path == "auto":  # checkpoints from before the paths: the one fast path they had
-        old = "wgrad" if kept["amp"] == "off" and config.k % 2 == 1 and config.k >= 5 else "stock"
-        changes["conv_path"] = kept.get("conv_path", old)
-    return config.replace(**changes)
 
 
 def _check_finite(bad_step: torch.Tensor, epoch: int) -> None:

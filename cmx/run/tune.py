@@ -13,6 +13,11 @@ for determinism. The probe also chooses, per candidate, how the depthwise convol
 (run/depthwise.py's PATHS): one depthwise layer's forward + backward is timed by each path first, and the
 candidate's step is timed with the fastest.
 On CUDA nothing is probed: bf16 autocast (fp16 without bf16) and channels_last are the known-good choice.
+
+`place` is the one resolver of a run's `Placement` (placement.py): the flags, a resumed run's kept settings,
+then the CUDA rules or, on a CPU, this probe. The train loop, `cmx bench`, the sweep's probe and the GPU check
+all call it; the engine only takes its answer. Precisions are spelt as --amp values ("off", "bf16") in the
+candidates and the cache too (entries written before that say "fp32" for "off" and are read as such).
 """
 from __future__ import annotations
 
@@ -23,7 +28,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -33,18 +37,31 @@ from ..machine import cpu_model
 from .. import cache
 from ..config import RunConfig
 from .depthwise import PATHS, DepthwiseConv2d
-from .engine import AMP_DTYPES, Engine, resolve_amp, resolve_device, resolve_memory_format
+from .engine import Engine
+from .placement import (Placement, all_fixed, default_conv_path, from_flags, keep_settings, resolve_device)
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
 CONV_PROBE_STEPS = 2  # timed forward + backward calls of one depthwise layer per path (after one untimed)
-_LAYOUTS = {"channels_last": torch.channels_last, "nchw": torch.contiguous_format}
-
-def _amp(precision: str) -> str:
-    """A probe's precision label ("fp32", "bf16", "fp16") as an --amp value ("off" for fp32)."""
-    return "off" if precision == "fp32" else precision
+CPU = torch.device("cpu")
+CACHE = "cpu_settings.json"  # in $CMX_CACHE_DIR (cmx/cache.py)
+_OLD_SPELLING = {"fp32": "off"}  # cache entries written before precision had one spelling
 
 
-CACHE = "cpu_settings.json"  # in $CMX_CACHE_DIR (run/cache.py)
+def place(config: RunConfig, kept: dict | None = None, device: torch.device | None = None,
+          say: Callable[[str], None] = print) -> Placement:
+    """Where and how a run of `config` computes, resolved once: the flags; then, for what they leave open,
+    `kept` (a resumed run's checkpoint "engine" settings, placement.keep_settings); then the CUDA rules, or on
+    a CPU the cached probe (CMX_CPU_TUNE=off: the CPU defaults). `device`: config.device resolved already."""
+    device = device if device is not None else resolve_device(config.device)
+    config = keep_settings(config, kept, device)
+    if device.type != "cpu" or all_fixed(config) or os.environ.get("CMX_CPU_TUNE", "on") == "off":
+        return from_flags(config, device)
+    return choose_on_cpu(config, say)
+
+
+def candidate(layout: str, precision: str, conv_path: str = "stock", chosen_by: str = "probe") -> Placement:
+    """A probe candidate ("channels_last" or "nchw", an --amp value) as the CPU placement it stands for."""
+    return Placement(CPU, precision, layout == "channels_last", conv_path, chosen_by)
 
 
 def cache_path() -> Path:
@@ -66,64 +83,41 @@ def cache_key(config: RunConfig) -> str:
 
 
 def candidates(config: RunConfig) -> list[tuple[str, str]]:
-    """(layout, precision) pairs left open by the config's flags."""
+    """(layout, precision) pairs left open by the config's flags; precision as an --amp value."""
     layouts = (["channels_last", "nchw"] if config.channels_last is None
                else ["channels_last" if config.channels_last else "nchw"])
     if config.amp == "auto":
-        precisions = ["fp32", "bf16"] if cpu_has_native_bf16() else ["fp32"]
+        precisions = ["off", "bf16"] if cpu_has_native_bf16() else ["off"]
     else:
-        precisions = ["fp32" if config.amp == "off" else config.amp]
+        precisions = [config.amp]
     return [(layout, precision) for precision in precisions for layout in layouts]
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How a run's steps are computed on its device: autocast dtype (None = fp32), memory format, the CPU
-    depthwise convolution path (run/depthwise.py) and how they were chosen ("flags", "default", "probe",
-    "cached probe")."""
-
-    amp_dtype: torch.dtype | None
-    memory_format: torch.memory_format
-    conv_path: str
-    how: str
+def read_cached(config: RunConfig) -> tuple[str, str, str] | None:
+    """(layout, precision, conv path) cached for this machine and shape, or None."""
+    entry = cache.read_cache(CACHE).get(cache_key(config))
+    if not entry or "conv_path" not in entry:
+        return None
+    return entry["layout"], _OLD_SPELLING.get(entry["precision"], entry["precision"]), entry["conv_path"]
 
 
-def choose_settings(config: RunConfig, device: torch.device, say: Callable[[str], None]) -> Settings:
-    """The settings for a run of `config` on `device`: flags first; on CPU, unset ones from the cached probe."""
-    conv_fixed = config.conv_path != "auto"
-    fixed = config.channels_last is not None and config.amp != "auto" and conv_fixed
-    if device.type != "cpu" or fixed or os.environ.get("CMX_CPU_TUNE", "on") == "off":
-        memory_format = resolve_memory_format(config.channels_last)
-        conv = "stock" if device.type != "cpu" else (
-            config.conv_path if conv_fixed else default_conv_path(config.k, memory_format))
-        return Settings(resolve_amp(config.amp, device), memory_format, conv, "flags" if fixed else "default")
+def choose_on_cpu(config: RunConfig, say: Callable[[str], None]) -> Placement:
+    """The CPU placement for what the flags leave open: the cached probe's choice, else a probe (cached)."""
     options = candidates(config)
-    if len(options) == 1 and conv_fixed:  # e.g. --channels-last on a CPU without native bf16
-        layout, precision = options[0]
-        return Settings(AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], config.conv_path, "flags")
-    cached = cache.read_cache(CACHE).get(cache_key(config))
-    if cached and (cached["layout"], cached["precision"]) in options and "conv_path" in cached:
-        layout, precision, conv, how = cached["layout"], cached["precision"], cached["conv_path"], "cached probe"
+    if len(options) == 1 and config.conv_path != "auto":  # e.g. --channels-last on a CPU without native bf16
+        return candidate(*options[0], config.conv_path, "flags")
+    cached = read_cached(config)
+    if cached and cached[:2] in options:
+        layout, precision, conv = cached
+        how = "cached probe"
     else:
         (layout, precision), timings, paths = probe_and_cache(config, options)
         conv, how = paths[(layout, precision)], "probe"
-        say("cpu settings probe: " + ", ".join(f"{lay} {prec} (conv {paths[(lay, prec)]}) {1000 * s:.0f} ms/step"
-                                                for (lay, prec), s in timings.items()))
-    say(f"cpu settings: {layout}, {precision}, conv {conv} ({how}; override with --channels-last/"
+        say("cpu settings probe: " + ", ".join(f"{lay} amp {prec} (conv {paths[(lay, prec)]}) "
+                                                f"{1000 * s:.0f} ms/step" for (lay, prec), s in timings.items()))
+    say(f"cpu settings: {layout}, amp {precision}, conv {conv} ({how}; override with --channels-last/"
         f"--no-channels-last, --amp, --conv-path)")
-    return Settings(AMP_DTYPES[_amp(precision)], _LAYOUTS[layout], conv, how)
-
-
-def default_conv_path(k: int, memory_format: torch.memory_format) -> str:
-    """The depthwise path when nothing is probed (CMX_CPU_TUNE=off): measured on an AMX Xeon and two AMD
-    EPYCs, oneDNN's own kernels win at k ≤ 3, the grouped weight gradient everywhere else, and NCHW from
-    k11 also needs the padded forward (oneDNN's NCHW forward leaves its fast kernel there on AVX2, at k15
-    on AVX-512)."""
-    if k <= 3:
-        return "stock"
-    if memory_format == torch.contiguous_format and k >= 11:
-        return "padded-wgrad"
-    return "wgrad"
+    return candidate(layout, precision, conv, how)
 
 
 def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str, str, str]:
@@ -134,7 +128,7 @@ def tune_now(config: RunConfig, say: Callable[[str], None] = print) -> tuple[str
         raise UserError("--tune chooses CPU settings; on CUDA cmx uses bf16 (else fp16) and channels_last")
     best, timings, paths = probe_and_cache(config, candidates(config))
     for (layout, precision), seconds in sorted(timings.items(), key=lambda kv: kv[1]):
-        say(f"{layout:>13} {precision} conv {paths[(layout, precision)]:<12}: {1000 * seconds:8.1f} ms/step "
+        say(f"{layout:>13} amp {precision:<4} conv {paths[(layout, precision)]:<12}: {1000 * seconds:8.1f} ms/step "
             f"({config.batch_size / seconds:,.1f} img/s)" + ("   ← chosen" if (layout, precision) == best else ""))
     say(f"cached for {cache_key(config)} in {cache_path()}")
     return (*best, paths[best])
@@ -154,22 +148,22 @@ def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[s
     over 3× the best so far is not timed further (oneDNN's slow kernels can take seconds a call)."""
     size = IMAGE_SIZE // config.p  # the token grid after the patch embedding
     gen = torch.Generator().manual_seed(0)
-    fmt = _LAYOUTS[layout]
+    placed = candidate(layout, precision)
+    fmt = placed.memory_format
     x = torch.randn(config.batch_size, config.h, size, size, generator=gen).contiguous(memory_format=fmt)
     grad = torch.randn(x.shape, generator=gen).contiguous(memory_format=fmt)
     conv = DepthwiseConv2d(config.h, config.k).to(memory_format=fmt)
     x.requires_grad_()
-    dtype = AMP_DTYPES[_amp(precision)]
 
     def once() -> float:
         start = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
+        with placed.autocast():
             y = conv(x)
         y.backward(grad.to(y.dtype))
         x.grad = conv.weight.grad = conv.bias.grad = None
         return time.perf_counter() - start
 
-    first_guess = default_conv_path(config.k, fmt)
+    first_guess = default_conv_path(config.k, placed.channels_last)
     order = [first_guess] + [p for p in PATHS if p != first_guess]
     timings: dict[str, float] = {}
     for path in order:
@@ -192,9 +186,8 @@ def probe(config: RunConfig, options: list[tuple[str, str]]) -> tuple[dict, dict
     for layout, precision in options:
         conv = (config.conv_path if config.conv_path != "auto"
                 else fastest_conv_path(config, layout, precision)[0])
-        settings = config.replace(channels_last=layout == "channels_last", device="cpu", compile=False,
-                                  amp=_amp(precision), conv_path=conv)
-        engine = Engine.build(settings, torch.device("cpu"), say=lambda msg: None)
+        engine = Engine.build(config.replace(device="cpu", compile=False), candidate(layout, precision, conv),
+                              say=lambda msg: None)
         times = []
         for i in range(PROBE_WARMUP + PROBE_STEPS):
             start = time.perf_counter()
@@ -227,6 +220,9 @@ def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: 
 
 
 if __name__ == "__main__":  # the child of probe_in_child: one JSON line of seconds per step
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # as train() runs: page faults per step would be timed as a cost of every candidate
     request = json.loads(sys.argv[1])
     seconds, paths = probe(RunConfig.from_dict(request["config"]), [tuple(o) for o in request["options"]])
     print(json.dumps({"seconds": {" ".join(key): value for key, value in seconds.items()},

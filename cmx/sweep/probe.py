@@ -112,11 +112,14 @@ def probe(config: RunConfig) -> tuple[float, float]:
     import torch
 
     from ..augment.pipeline import augment_batches
-    from ..run.engine import Engine, resolve_device
     from ..run.batches import AUG_CHUNK_IMAGES, aug_chunk_batches
+    from ..run.engine import Engine
+    from ..run.seeding import run_generators
+    from ..run.tune import place
 
-    device = resolve_device(config.device)
-    engine = Engine.build(config.replace(compile=False), device, say=lambda msg: None)
+    placement = place(config, say=lambda msg: None)  # the settings a run would get, the CPU probe's included
+    device = placement.device
+    engine = Engine.build(config.replace(compile=False), placement, say=lambda msg: None)
     gen = torch.Generator().manual_seed(0)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
@@ -131,7 +134,7 @@ def probe(config: RunConfig) -> tuple[float, float]:
     images = torch.randint(0, 256, (chunk * config.batch_size, 3, 32, 32), dtype=torch.uint8, generator=gen)
     labels = torch.randint(0, 10, (chunk * config.batch_size,), generator=gen)
     images, labels = images.to(device), labels.to(device)
-    aug_gen = torch.Generator(device=device).manual_seed(1)
+    aug_gen = run_generators(config.seed, device)["augment"]
     c = config
     augment = lambda: augment_batches(images, labels, aug_gen, c.batch_size, scaling=c.scaling,  # noqa: E731
                                       flip=c.flip, randaug=c.randaug, mixup=c.mixup, erasing=c.erasing)
@@ -152,6 +155,9 @@ def probe(config: RunConfig) -> tuple[float, float]:
 
 
 if __name__ == "__main__":  # the child of measure(): one JSON line, [step_s, eval_s_per_image] or null each
+    from ..run.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as train() runs: the projection is of a run's time, page faults not included
     out = []
     for values in json.loads(sys.argv[1]):
         try:

@@ -25,6 +25,7 @@ import torch
 from ...augment.pipeline import augment_batch, augment_batches
 from ...config import RunConfig
 from ...run.engine import EVAL_BATCH
+from ...run.tune import place
 from ...run.batches import aug_chunk_batches
 from . import profile as P
 from .budget import SKIP_PREFIX, Budget, run_capped
@@ -100,7 +101,8 @@ def measure_step(config: RunConfig, device: torch.device, x: torch.Tensor, targe
     bs = config.batch_size
     notes: list[str] = []
     with PeakMemory(device) as mem:
-        step, engine = cmx_train_step(config, device, x[:bs], targets[:bs], notes.append)
+        step, engine = cmx_train_step(config, place(config, device=device, say=notes.append), x[:bs], targets[:bs],
+                                      notes.append)
         t = time_per_call(step, device)
     out = {"train_img_per_s": round(bs / t, 1), "step_ms": round(1000 * t, 3), "peak_mem_mib": round(mem.mb, 1)}
     if notes:
@@ -195,7 +197,7 @@ def profile_step(report, config: RunConfig, device: torch.device, images, labels
     torch.profiler; per-step ms by kind, idle gaps against the same chunk's wall time without the profiler."""
     bs = config.batch_size
     chunk = aug_chunk_batches(bs, images.shape[0])
-    step, _ = cmx_train_step(config, device, x[:bs], targets[:bs])
+    step, _ = cmx_train_step(config, place(config, device=device), x[:bs], targets[:bs])
     span = images[:chunk * bs]
 
     def loop() -> None:
