@@ -2,8 +2,8 @@
 
 Trains ConvMixer-64/4 p2 k5 (batch 128, lr 0.01) on a CIFAR folder with
     cmx        `python -m cmx train ... --quiet`, the paper augmentation on whole batches (mixup on / off)
-    reference  benchmarks/reference_pipeline.py (in this repository; per-image torchvision PIL, 1 DataLoader worker; it has
-               no mixup, so it is compared with both cmx runs)
+    reference  `python -m cmx.bench.reference` (the public convmixer-cifar10 script's pipeline, in the package;
+               per-image torchvision PIL, 1 DataLoader worker; it has no mixup, so it is compared with both cmx runs)
     timm       /work/shared/bench/timm_recipe_train.py (timm's transforms + Mixup, 1 worker; mixup on / off)
 each as its own process, in the interleaved order cmx, reference, timm, cmx --no-mixup, timm --no-mixup so
 that a change in background load hits both sides. Prints the process wall time (what a user waits for:
@@ -30,7 +30,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "benchmarks" / "reference_pipeline.py"
 SHARED_BENCH = REPO.parent / "shared" / "bench"  # timm_recipe_train.py (needs timm) lives there
 
 
@@ -69,7 +68,7 @@ def commands(a, results: Path, seed: int = 0) -> dict[str, list[str]]:
     return {
         "cmx": cmx,
         "cmx-nomix": cmx + ["--no-mixup"],
-        "reference": [py, str(REFERENCE), *model, "--lr-max", str(a.lr)],
+        "reference": [py, "-m", "cmx.bench.reference", *model, "--lr-max", str(a.lr)],
         "timm": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr)],
         "timm-nomix": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr), "--no-mixup"],
     }
