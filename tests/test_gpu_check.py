@@ -311,6 +311,27 @@ def test_a_failed_check_or_a_crashed_section_is_exit_1(tiny_data, tmp_path):
     assert {r["verdict"] for r in rows} == {"skip"}  # every section stopped at its cap, or left no time
 
 
+def test_the_data_folder_defaults_as_cmx_trains_does(tmp_path, monkeypatch):
+    """No --data: $CMX_DATA, else data/ (RunConfig's rule), never a folder outside the repository."""
+    seen = []
+    monkeypatch.setattr(gpu_check, "cuda_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "check", lambda data, out, budget, sections: seen.append(data) or 0)
+    monkeypatch.setenv("CMX_DATA", str(tmp_path / "cifar"))
+    assert gpu_check.main(["--out", str(tmp_path / "out")]) == 0
+    monkeypatch.delenv("CMX_DATA")
+    assert main(["gpu-check", "--out", str(tmp_path / "out")]) == 0
+    assert seen == [tmp_path / "cifar", Path("data")]
+
+
+def test_a_missing_data_folder_fails_setup_and_runs_only_the_tests(tmp_path):
+    ran = []
+    code = gpu_check.check(tmp_path / "no-such-data", tmp_path / "out", budget=300,
+                           run=lambda name, *a: ran.append(name) or 0)
+    rows = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["checks"]
+    assert code == 1 and ran == ["tests"]
+    assert rows[0]["verdict"] == "FAIL" and "no CIFAR-10 folder at" in rows[0]["figure"]
+
+
 def test_the_plan_prints_without_a_gpu():
     done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu", "--plan"], capture_output=True, text=True,
                           cwd=REPO, env=cmx_subprocess_env(), timeout=120)

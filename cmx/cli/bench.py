@@ -101,7 +101,7 @@ def print_table(r: dict) -> None:
 
 
 def gpu_check(
-    data: Annotated[Path, Opt("--data", help="CIFAR-10 folder for the real-image checks")] = Path("../shared/data/cifar10-mini"),
+    data: Annotated[Optional[Path], Opt("--data", help="CIFAR-10 folder for the real-image checks [default: $CMX_DATA or data/, as cmx train]")] = None,
     out: Annotated[Path, Opt("--out", help="folder for gpu_check.json and gpu_check.md")] = Path("results/gpu-check"),
     budget: Annotated[float, Opt("--budget", help="seconds for the whole check")] = 460,
     plan: Annotated[bool, Opt("--plan", help="print the time budget and each piece's estimated cost, then exit (no GPU needed)")] = False,
@@ -111,7 +111,7 @@ def gpu_check(
     Pieces that do not fit the budget are skipped, not failed: exit 1 only for a defect."""
     from ..bench.gpu.check import main as gpu_check_main
 
-    args = ["--data", str(data), "--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
+    args = (["--data", str(data)] if data else []) + ["--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
     code = gpu_check_main(args)
     if code:
         raise typer.Exit(code)
