@@ -226,7 +226,7 @@ def fake_gpu_work(monkeypatch, clock: FakeClock) -> None:
     from cmx.bench.gpu import runs as gpu_runs, speed as gpu_speed
 
     figures = dict(train_img_per_s=1.0, eval_img_per_s=1.0, peak_mem_mib=1.0, step_ms=1.0)
-    monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: (images, labels, None, None, None))
+    monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: gpu_speed.Inputs(images, labels, None, None, None))
     monkeypatch.setattr(gpu_speed, "copy_bandwidth_gb_s", lambda device: clock.spend(DRY_COSTS["bandwidth"]) or 1.0)
     monkeypatch.setattr(gpu_speed, "cmx_aug_step", lambda *a: (None, 1024))
     monkeypatch.setattr(gpu_speed, "time_per_call", lambda *a, **kw: clock.spend(DRY_COSTS["augmentation"]) or 1.0)

@@ -156,10 +156,10 @@ def run_section(name: str, data: Path, out: Path, budget: Budget, device=None) -
         if budget.fits(report, "training", "short training", TRAINING_MIN_S):
             short_training(report, data, min(TRAINING_S, budget.left() - 2), device=device.type)
     elif name == "packing":
-        from .runs import packing
+        from .runs import Packing, packing
         from ...run.data import load_cifar10
 
-        packing(report, data, budget, sweep_subprocess, load_cifar10(data, download=False).train_x.shape[0])
+        packing(report, data, budget, sweep_subprocess, Packing(load_cifar10(data, download=False).train_x.shape[0]))
     else:
         raise ValueError(f"unknown section {name!r}")
 
