@@ -372,6 +372,40 @@ def test_a_cpu_profile_of_a_train_loop_chunk_finds_every_kind():
     assert traffic == {"fwd": 2 * 8 * 64 * 256 * 1024 * 2, "bwd": 3 * 8 * 64 * 256 * 1024 * 2}
 
 
+def test_profile_step_on_cpu_reports_the_step_by_kind_and_the_depthwise_share(tmp_path):
+    from cmx.bench.gpu import speed as gpu_speed
+
+    config = RunConfig(h=16, d=2, p=2, k=5, batch_size=8, device="cpu", data="unused")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (16,), generator=gen)
+    report = Report(tmp_path)
+    gpu_speed.profile_step(report, config, torch.device("cpu"), gpu_speed.inputs(torch.device("cpu"), images, labels, 8))
+    figures = report.load()["figures"]["speed"]
+    assert figures["profile of one step (ms per step by kind)"]["ms_per_step"][P.DEPTHWISE_FWD] > 0
+    assert figures["depthwise conv (k9) share and bandwidth"]["share_of_kernel_time"] > 0
+
+
+def test_packing_times_both_sweeps_and_reports_the_gain(tmp_path):
+    from cmx.bench.gpu.runs import MODEL, Packing, packing
+
+    clock, calls = FakeClock(), []
+
+    def run_sweep(sweep, results, per_gpu, left):
+        calls.append((json.loads(Path(sweep).read_text())["seeds"], per_gpu))
+        clock.spend(40 if per_gpu == 1 else 20)
+        return 0
+
+    plan = Packing(n_train=1000, runs=2, epochs=1)
+    assert plan.images == 2 * 1 * (1000 // MODEL["batch_size"]) * MODEL["batch_size"]
+    report = Report(tmp_path)
+    packing(report, tmp_path / "data", Budget(200, clock), run_sweep, plan)
+    assert calls == [([0, 1], 1), ([0, 1], 2)]
+    figures = report.load()["figures"]["packing"]
+    assert figures["2 runs, --per-gpu 1"]["total_img_per_s"] == pytest.approx(plan.images / 40, abs=0.1)
+    assert figures["--per-gpu 2 vs 1"]["gain"] == pytest.approx(2.0)
+
+
 def fake_event(name, device_type, us=0.0, kernels=(), parent=None, annotation=False, shapes=None):
     """A FunctionEvent as the profiler hands it over, with only the fields the breakdown reads."""
     from types import SimpleNamespace
