@@ -9,6 +9,7 @@ timm is not a cmx dependency: install the `bench` extra. Pillow >= 11 refuses po
 restores the old behaviour (black image), which cmx implements explicitly.
 
 usage: python benchmarks/check_randaugment_vs_timm.py [--data DIR] [--n 512] [--magnitude 9]
+       (DIR: a CIFAR-10 folder; default $CMX_DATA or data/, as cmx train)
 
 Measured (torch 2.14.1, Pillow 13.0.0, 512 images of the mini set's data_batch_1):
 - every op, both signs, both interpolations: mean |d| 0.0000, 0.000% pixels differ, max 0, at magnitude 9,
@@ -20,6 +21,7 @@ Measured (torch 2.14.1, Pillow 13.0.0, 512 images of the mini set's data_batch_1
 """
 import argparse
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -29,8 +31,12 @@ from PIL import Image, ImageOps
 from torchvision.transforms import functional as TF
 
 import timm.data.auto_augment as taa
-from cmx.augment import randaugment as ra
-from cmx.augment.pipeline import augment_batch, resized_crop
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from cmx.augment import randaugment as ra  # noqa: E402
+from cmx.augment.pipeline import augment_batch, resized_crop  # noqa: E402
+from cmx.cifar import TRAIN_FILES, batches_dir  # noqa: E402
+from cmx.config import RunConfig  # noqa: E402
 
 _post = ImageOps.posterize
 ImageOps.posterize = lambda img, bits: _post(img, bits) if bits >= 1 else Image.new(img.mode, img.size)
@@ -41,7 +47,8 @@ FILL = (125, 123, 114)
 
 
 def load(data: Path, n: int):
-    with open(data / "data_batch_1", "rb") as fh:
+    """The first n images of the first training batch file."""
+    with open(batches_dir(data) / TRAIN_FILES[0], "rb") as fh:
         d = pickle.load(fh, encoding="latin1")
     d = {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}  # str or bytes keys
     x = np.asarray(d["data"][:n], dtype=np.uint8).reshape(-1, 3, 32, 32)
@@ -66,10 +73,13 @@ def report(label, ours, ref):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--data", default="/work/shared/data/cifar10-mini/cifar-10-batches-py", type=Path)
+    p.add_argument("--data", type=Path, help="CIFAR-10 folder [default: $CMX_DATA or data/, as cmx train]")
     p.add_argument("--n", default=512, type=int)
     p.add_argument("--magnitude", default=9.0, type=float)
     a = p.parse_args()
+    a.data = a.data or Path(RunConfig().data)
+    if not (batches_dir(a.data) / TRAIN_FILES[0]).is_file():
+        p.error(f"no CIFAR-10 training batch in {a.data} (pass --data DIR or set $CMX_DATA)")
     torch.set_num_threads(1)
     x, y = load(a.data, a.n)
     imgs = x.permute(0, 2, 3, 1).numpy()  # (N, 32, 32, 3) for PIL

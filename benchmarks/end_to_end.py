@@ -2,16 +2,18 @@
 
 Trains ConvMixer-64/4 p2 k5 (batch 128, lr 0.01) on a CIFAR folder with
     cmx        `python -m cmx train ... --quiet`, the paper augmentation on whole batches (mixup on / off)
-    reference  benchmarks/reference_pipeline.py (in this repository; per-image torchvision PIL, 1 DataLoader worker; it has
-               no mixup, so it is compared with both cmx runs)
-    timm       /work/shared/bench/timm_recipe_train.py (timm's transforms + Mixup, 1 worker; mixup on / off)
+    reference  `python -m cmx.bench.reference` (the public convmixer-cifar10 script's pipeline, in the package;
+               per-image torchvision PIL, 1 DataLoader worker; it has no mixup, so it is compared with both cmx runs)
+    timm       the script given by --timm-script (timm's transforms + Mixup, 1 worker; mixup on / off; needs
+               timm; not in this repository, so without --timm-script the timm runs are skipped, with a note)
 each as its own process, in the interleaved order cmx, reference, timm, cmx --no-mixup, timm --no-mixup so
 that a change in background load hits both sides. Prints the process wall time (what a user waits for:
 start-up, data loading, training, evaluation), the training wall time each script reports, the final test
 accuracy, and the ratios baseline wall / cmx wall.
 
-    python benchmarks/end_to_end.py                 # 10 epochs on /work/shared/data/cifar10-mini
+    python benchmarks/end_to_end.py --data DIR      # 10 epochs on DIR (default: $CMX_DATA or data/, as cmx train)
     python benchmarks/end_to_end.py --quick         # 2 epochs, a smoke test
+    python benchmarks/end_to_end.py --timm-script PATH/timm_recipe_train.py   # the timm runs too
     python benchmarks/end_to_end.py --cmx-args "--amp bf16" --json e2e.json
     python benchmarks/end_to_end.py --only cmx@0,timm@0,reference,cmx@1,timm@1   # NAME@SEED: several seeds
 
@@ -30,13 +32,16 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO / "benchmarks" / "reference_pipeline.py"
-SHARED_BENCH = REPO.parent / "shared" / "bench"  # timm_recipe_train.py (needs timm) lives there
+sys.path.insert(0, str(REPO))
+from cmx.cifar import batches_dir  # noqa: E402
+from cmx.config import RunConfig  # noqa: E402
+
+TIMM_RUNS = ("timm", "timm-nomix")
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(REPO.parent / "shared" / "data" / "cifar10-mini"))
+    p.add_argument("--data", help="CIFAR-10 folder [default: $CMX_DATA or data/, as cmx train]")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="2 epochs (smoke test)")
     p.add_argument("--batch-size", type=int, default=128)
@@ -48,13 +53,20 @@ def parse_args(argv=None):
     p.add_argument("--only", default="cmx,reference,timm,cmx-nomix,timm-nomix",
                    help="comma-separated runs, in the order to run them; NAME@SEED picks a seed (default 0)")
     p.add_argument("--cmx-args", default="", help="extra `cmx train` flags, e.g. '--amp bf16'")
-    p.add_argument("--bench-dir", default=str(SHARED_BENCH), help="folder with timm_recipe_train.py (the timm runs only)")
+    p.add_argument("--timm-script", help="the timm recipe script (timm_recipe_train.py: the same flags as the "
+                   "reference plus --lr, --no-mixup; needs timm); without it the timm runs are skipped")
     p.add_argument("--threads", type=int, default=0,
                    help="OMP_NUM_THREADS for every run (baselines too); 0 leaves torch's default")
     p.add_argument("--json", dest="json_out", help="also write the results as JSON here")
     a = p.parse_args(argv)
     if a.quick:
         a.epochs = 2
+    # absolute: every run starts in the repository root, whatever folder this script was started from
+    a.data = str(Path(a.data or RunConfig().data).resolve())
+    if not batches_dir(a.data).is_dir():
+        p.error(f"no CIFAR-10 folder at {a.data} (pass --data DIR or set $CMX_DATA)")
+    if a.timm_script and not Path(a.timm_script).is_file():
+        p.error(f"--timm-script {a.timm_script}: no such file")
     return a
 
 
@@ -65,13 +77,13 @@ def commands(a, results: Path, seed: int = 0) -> dict[str, list[str]]:
            "--results", str(results), "--quiet", "--device", "cpu", "--seed", str(seed), *shlex.split(a.cmx_args)]
     model = ["--hdim", str(a.h), "--depth", str(a.d), "--psize", str(a.p), "--conv-ks", str(a.k),
              "--epochs", str(a.epochs), "--batch-size", str(a.batch_size), "--data", a.data, "--seed", str(seed)]
-    bench = Path(a.bench_dir)
+    timm = [py, str(Path(a.timm_script or "timm_recipe_train.py").resolve()), *model, "--lr", str(a.lr)]
     return {
         "cmx": cmx,
         "cmx-nomix": cmx + ["--no-mixup"],
-        "reference": [py, str(REFERENCE), *model, "--lr-max", str(a.lr)],
-        "timm": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr)],
-        "timm-nomix": [py, str(bench / "timm_recipe_train.py"), *model, "--lr", str(a.lr), "--no-mixup"],
+        "reference": [py, "-m", "cmx.bench.reference", *model, "--lr-max", str(a.lr)],
+        "timm": timm,
+        "timm-nomix": timm + ["--no-mixup"],
     }
 
 
@@ -124,14 +136,20 @@ def main(argv=None) -> None:
     print(f"# end to end: ConvMixer-{a.h}/{a.d} p{a.p} k{a.k}, {a.epochs} epochs, batch {a.batch_size}, "
           f"lr {a.lr}, data {a.data}; torch {torch.__version__}, {os.cpu_count()} CPUs, "
           f"threads {a.threads or 'default'}, load average {os.getloadavg()[0]:.1f} at start, {time.strftime('%Y-%m-%d %H:%M')}", flush=True)
-    runs = []
+    runs, skipped = [], []
     with tempfile.TemporaryDirectory(prefix="cmx-e2e-") as tmp:
         for name in a.only.split(","):
             kind, _, seed = name.partition("@")
             cmds = commands(a, Path(tmp) / "results", int(seed or 0))
             if kind not in cmds:
                 sys.exit(f"unknown run {kind!r}; known: {', '.join(cmds)}")
+            if kind in TIMM_RUNS and not a.timm_script:
+                skipped.append(name)
+                continue
             runs.append(run(name, cmds[kind], a.threads))
+    if skipped:
+        print(f"note: {', '.join(skipped)} skipped: no --timm-script given (the timm recipe script is not part "
+              f"of this repository)", flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end\n")
     print("| run | seed | process wall s | reported wall s | test acc % |\n|---|---:|---:|---:|---:|")
     for r in runs:

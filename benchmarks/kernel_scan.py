@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -38,6 +39,18 @@ from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
 PAPER_KS = (3, 5, 7, 8, 9, 11, 13, 15)  # Table 8's kernel sizes (8: its even one) and the odd ones between
 
 
+class Shape(NamedTuple):
+    """A model shape and batch, as --shapes spells it: h/d/p/batch."""
+    h: int
+    d: int
+    p: int
+    batch: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shape":
+        return cls(*(int(v) for v in text.split("/")))
+
+
 def cpu_flags() -> str:
     """The instruction-set flags that decide oneDNN's kernels (lscpu)."""
     try:
@@ -50,8 +63,8 @@ def cpu_flags() -> str:
     return f"{model}; {' '.join(have)}"
 
 
-def scan(h: int, d: int, p: int, batch: int, layout: str, amp: str, ks, rounds: int,
-         cpu_time: bool = False) -> list[dict]:
+def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = False) -> list[dict]:
+    h, d, p, batch = shape
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=gen)
     targets = torch.softmax(torch.randn(batch, 10, generator=gen), 1)
@@ -136,9 +149,9 @@ def main(argv=None) -> None:
           f"{'process CPU time' if args.cpu_time else 'wall clock'}", flush=True)
     out = []
     for shape in args.shapes.split(","):
-        h, d, p, batch = (int(v) for v in shape.split("/"))
+        h, d, p, batch = parsed = Shape.parse(shape)
         for layout in args.layouts.split(","):
-            rows = scan(h, d, p, batch, layout, args.amp, ks, args.rounds, args.cpu_time)
+            rows = scan(parsed, layout, args.amp, ks, args.rounds, args.cpu_time)
             out.append(table(f"{h}/{d} p{p} batch {batch}", layout, args.amp, rows))
     print("\n".join(out))
 

@@ -4,7 +4,9 @@ the official archive and its folder layout. No torch import, so planning and ana
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
+from typing import Any, Sequence
 
 IMAGE_SIZE = 32  # pixels per side; a patch larger than this leaves nothing to mix
 CHANNELS = 3
@@ -37,3 +39,17 @@ def split_sizes(data: str | os.PathLike) -> tuple[int, int] | None:
         return None
     counts = [f.stat().st_size // BYTES_PER_IMAGE for f in files]
     return sum(counts[:-1]), counts[-1]
+
+
+def write_folder(root: str | os.PathLike, train: Sequence[tuple[Any, Sequence[int]]],
+                 test: tuple[Any, Sequence[int]]) -> Path:
+    """Write root/cifar-10-batches-py in the official layout: TRAIN_FILES[i] holds train[i] and TEST_FILE
+    holds test, each (uint8 rows (n, BYTES_PER_IMAGE), labels) pickled as the archive's dicts; returns root."""
+    if len(train) != len(TRAIN_FILES):
+        raise ValueError(f"{len(TRAIN_FILES)} training batches expected, got {len(train)}")
+    folder = Path(root) / FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, (data, labels) in (*zip(TRAIN_FILES, train), (TEST_FILE, test)):
+        entry = {"batch_label": name, "labels": [int(v) for v in labels], "data": data}
+        (folder / name).write_bytes(pickle.dumps(entry))
+    return Path(root)

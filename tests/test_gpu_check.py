@@ -227,7 +227,7 @@ def fake_gpu_work(monkeypatch, clock: FakeClock) -> None:
     from cmx.bench.gpu import runs as gpu_runs, speed as gpu_speed
 
     figures = dict(train_img_per_s=1.0, eval_img_per_s=1.0, peak_mem_mib=1.0, step_ms=1.0)
-    monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: (images, labels, None, None, None))
+    monkeypatch.setattr(gpu_speed, "inputs", lambda device, images, labels: gpu_speed.Inputs(images, labels, None, None, None))
     monkeypatch.setattr(gpu_speed, "copy_bandwidth_gb_s", lambda device: clock.spend(DRY_COSTS["bandwidth"]) or 1.0)
     monkeypatch.setattr(gpu_speed, "cmx_aug_step", lambda *a: (None, 1024))
     monkeypatch.setattr(gpu_speed, "time_per_call", lambda *a, **kw: clock.spend(DRY_COSTS["augmentation"]) or 1.0)
@@ -312,6 +312,27 @@ def test_a_failed_check_or_a_crashed_section_is_exit_1(tiny_data, tmp_path):
     assert {r["verdict"] for r in rows} == {"skip"}  # every section stopped at its cap, or left no time
 
 
+def test_the_data_folder_defaults_as_cmx_trains_does(tmp_path, monkeypatch):
+    """No --data: $CMX_DATA, else data/ (RunConfig's rule), never a folder outside the repository."""
+    seen = []
+    monkeypatch.setattr(gpu_check, "cuda_available", lambda: True)
+    monkeypatch.setattr(gpu_check, "check", lambda data, out, budget, sections: seen.append(data) or 0)
+    monkeypatch.setenv("CMX_DATA", str(tmp_path / "cifar"))
+    assert gpu_check.main(["--out", str(tmp_path / "out")]) == 0
+    monkeypatch.delenv("CMX_DATA")
+    assert main(["gpu-check", "--out", str(tmp_path / "out")]) == 0
+    assert seen == [tmp_path / "cifar", Path("data")]
+
+
+def test_a_missing_data_folder_fails_setup_and_runs_only_the_tests(tmp_path):
+    ran = []
+    code = gpu_check.check(tmp_path / "no-such-data", tmp_path / "out", budget=300,
+                           run=lambda name, *a: ran.append(name) or 0)
+    rows = json.loads((tmp_path / "out" / "gpu_check.json").read_text())["checks"]
+    assert code == 1 and ran == ["tests"]
+    assert rows[0]["verdict"] == "FAIL" and "no CIFAR-10 folder at" in rows[0]["figure"]
+
+
 def test_the_plan_prints_without_a_gpu():
     done = subprocess.run([sys.executable, "-m", "cmx.bench.gpu", "--plan"], capture_output=True, text=True,
                           cwd=REPO, env=cmx_subprocess_env(), timeout=120)
@@ -350,6 +371,40 @@ def test_a_cpu_profile_of_a_train_loop_chunk_finds_every_kind():
     assert torch.nn.utils.clip_grad_norm_.__name__ == "clip_grad_norm_"  # the label is removed afterwards
     traffic = P.depthwise_bytes(64, 256, 8, 1, 2)
     assert traffic == {"fwd": 2 * 8 * 64 * 256 * 1024 * 2, "bwd": 3 * 8 * 64 * 256 * 1024 * 2}
+
+
+def test_profile_step_on_cpu_reports_the_step_by_kind_and_the_depthwise_share(tmp_path):
+    from cmx.bench.gpu import speed as gpu_speed
+
+    config = RunConfig(h=16, d=2, p=2, k=5, batch_size=8, device="cpu", data="unused")
+    gen = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (16, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    labels = torch.randint(0, 10, (16,), generator=gen)
+    report = Report(tmp_path)
+    gpu_speed.profile_step(report, config, torch.device("cpu"), gpu_speed.inputs(torch.device("cpu"), images, labels, 8))
+    figures = report.load()["figures"]["speed"]
+    assert figures["profile of one step (ms per step by kind)"]["ms_per_step"][P.DEPTHWISE_FWD] > 0
+    assert figures["depthwise conv (k9) share and bandwidth"]["share_of_kernel_time"] > 0
+
+
+def test_packing_times_both_sweeps_and_reports_the_gain(tmp_path):
+    from cmx.bench.gpu.runs import MODEL, Packing, packing
+
+    clock, calls = FakeClock(), []
+
+    def run_sweep(sweep, results, per_gpu, left):
+        calls.append((json.loads(Path(sweep).read_text())["seeds"], per_gpu))
+        clock.spend(40 if per_gpu == 1 else 20)
+        return 0
+
+    plan = Packing(n_train=1000, runs=2, epochs=1)
+    assert plan.images == 2 * 1 * (1000 // MODEL["batch_size"]) * MODEL["batch_size"]
+    report = Report(tmp_path)
+    packing(report, tmp_path / "data", Budget(200, clock), run_sweep, plan)
+    assert calls == [([0, 1], 1), ([0, 1], 2)]
+    figures = report.load()["figures"]["packing"]
+    assert figures["2 runs, --per-gpu 1"]["total_img_per_s"] == pytest.approx(plan.images / 40, abs=0.1)
+    assert figures["--per-gpu 2 vs 1"]["gain"] == pytest.approx(2.0)
 
 
 def fake_event(name, device_type, us=0.0, kernels=(), parent=None, annotation=False, shapes=None):

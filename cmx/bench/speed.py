@@ -10,21 +10,19 @@ load from other processes on a shared machine moves it less than a mean would):
     peak memory of building the model and training it (params, grads, AdamW state, activations):
            CUDA max_memory_allocated; on CPU the process's peak RSS over that phase (Linux VmHWM, reset via
            /proc/self/clear_refs), else the growth of ru_maxrss — approximate, since freed memory is reused
-With `vs_reference`, the reference pipeline (benchmarks/reference_pipeline.py) in the same run:
-    aug    its own script, `--mode aug`: per-image torchvision PIL transforms in a DataLoader, 1 worker
-    train  the Fig. 3 model as written (NCHW, fp32, plain AdamW, hard-label cross-entropy, clip 1.0),
-           rebuilt here so its steps can be interleaved round by round with cmx's
+With `vs_reference`, the reference pipeline (cmx.bench.reference, the public script's) in the same run:
+    aug    its own pipeline in a process of its own, as the script runs (`python -m cmx.bench.reference --mode
+           aug`): per-image torchvision PIL transforms in a DataLoader, 1 worker
+    train  its Fig. 3 model and step (NCHW, fp32, plain AdamW, hard-label cross-entropy, clip 1.0), in this
+           process so that its steps can be interleaved round by round with cmx's
     eval   that model's no-grad forward, NCHW fp32
 Projections (labelled as such) scale the measured rates to other configs by analytic FLOPs.
 """
 from __future__ import annotations
 
 import gc
-import json
-import pickle
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +33,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from ..augment.pipeline import augment_batch, augment_batches, normalize
-from ..cifar import TEST_SIZE, TRAIN_SIZE
+from ..cifar import BYTES_PER_IMAGE, N_CLASSES, TEST_SIZE, TRAIN_FILES, TRAIN_SIZE, write_folder
 from ..errors import UserError
 from ..paper import PAPER_EPOCHS
 from ..run.allocator import keep_freed_memory
@@ -49,9 +46,11 @@ from ..run.seeding import init_weights, run_generators
 from ..run.tune import place
 from ..run.batches import AUG_CHUNK_IMAGES, aug_chunk_batches
 from ..sweep.estimate import forward_flops
+from . import reference
+from .reference import convmixer as reference_convmixer
 
-# In a clone of the repository (editable install): benchmarks/ beside cmx/. Elsewhere pass --reference-script.
-DEFAULT_REFERENCE = Path(__file__).resolve().parents[2] / "benchmarks" / "reference_pipeline.py"
+# sweeps/ of the repository this cmx runs from, when it runs from a checkout (cmx/bench/speed.py → the root)
+CHECKOUT_SWEEPS = Path(__file__).resolve().parents[2] / "sweeps"
 
 
 # ---------------------------------------------------------------------- timing and memory
@@ -200,40 +199,17 @@ def cmx_aug_step(train_x: torch.Tensor, train_y: torch.Tensor, batch_size: int,
     return step, n
 
 
-# ---------------------------------------------------------------------- the reference, as written
-class _Residual(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, x):
-        return self.fn(x) + x
-
-
-def reference_convmixer(dim: int, depth: int, kernel_size: int, patch_size: int, n_classes: int = 10) -> nn.Module:
-    """The paper's Fig. 3, exactly as reference_train.py writes it (an nn.Sequential, NCHW)."""
-    return nn.Sequential(
-        nn.Conv2d(3, dim, kernel_size=patch_size, stride=patch_size), nn.GELU(), nn.BatchNorm2d(dim),
-        *[nn.Sequential(_Residual(nn.Sequential(nn.Conv2d(dim, dim, kernel_size, groups=dim, padding="same"),
-                                                nn.GELU(), nn.BatchNorm2d(dim))),
-                        nn.Conv2d(dim, dim, kernel_size=1), nn.GELU(), nn.BatchNorm2d(dim)) for _ in range(depth)],
-        nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(dim, n_classes))
-
-
+# ---------------------------------------------------------------------- the reference (cmx.bench.reference)
 def reference_train_step(config: RunConfig, device: torch.device, x: torch.Tensor,
                          y: torch.Tensor) -> tuple[Callable[[], None], nn.Module]:
-    """reference_train.py `--mode step`: fp32 NCHW, plain AdamW (wd 0.01), cross-entropy, clip, loss.item()."""
+    """The reference's `--mode step` (reference.train_step): fp32 NCHW, plain AdamW (wd 0.01), cross-entropy,
+    clip, loss.item()."""
     model = init_weights(config.seed, lambda: reference_convmixer(config.h, config.d, config.k, config.p)).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=0.01)
     x = x.contiguous()
 
     def step() -> None:
-        opt.zero_grad()
-        loss = F.cross_entropy(model(x), y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        loss.item()
+        reference.train_step(model, opt, x, y)[0].item()
 
     return step, model
 
@@ -249,35 +225,15 @@ def reference_eval_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]
 
 
 def write_random_cifar(root: Path, n_train: int, n_test: int, seed: int = 0) -> Path:
-    """Random uint8 images in the official cifar-10-batches-py layout (what the reference script reads)."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
+    """Random uint8 images in the official layout (what the reference's pipeline reads); returns root."""
     rng = np.random.default_rng(seed)
-    per = -(-n_train // 5)
-    for name, n in [(f"data_batch_{i}", per) for i in range(1, 6)] + [("test_batch", n_test)]:
-        entry = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
-                 "labels": rng.integers(0, 10, n).tolist()}
-        (folder / name).write_bytes(pickle.dumps(entry))
-    return root
+    per = -(-n_train // len(TRAIN_FILES))
 
+    def batch(n: int):
+        return rng.integers(0, 256, (n, BYTES_PER_IMAGE), dtype=np.uint8), rng.integers(0, N_CLASSES, n).tolist()
 
-# The reference pipeline set to cmx's ops: crop scale 0.75-1, flip, RandAugment 2 ops at magnitude 9,
-# erasing p 0.25, and its ColorJitter (an op cmx does not have) off. Its defaults (1 op at magnitude 8, jitter
-# 0.1) measured 1,819-1,851 img/s here against 1,891-1,932 with these: the ratio is not flattered.
-REFERENCE_SAME_OPS = ("--scale", "0.75", "--ra-n", "2", "--ra-m", "9", "--jitter", "0", "--reprob", "0.25")
-
-
-def reference_aug(script: Path, data: Path, batch_size: int, batches: int, workers: int = 1) -> float:
-    """img/s of the reference's DataLoader (its own script, `--mode aug`, REFERENCE_SAME_OPS), from its
-    JSON line."""
-    cmd = [sys.executable, str(script), "--mode", "aug", "--data", str(data), "--batch-size", str(batch_size),
-           "--batches", str(batches), "--workers", str(workers), *REFERENCE_SAME_OPS]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("{")]
-    if done.returncode != 0 or not lines:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"reference script {script} --mode aug failed: {tail}")
-    return float(json.loads(lines[-1])["img_per_s"])
+    train = [batch(per) for _ in TRAIN_FILES]  # drawn in file order, then the test batch, as before
+    return write_folder(root, train, batch(n_test))
 
 
 # ---------------------------------------------------------------------- projections
@@ -313,7 +269,7 @@ class BenchOptions:
     data: Path | None = None
     vs_reference: bool = False
     reference_steps: int | None = None  # cap on the (slow) reference train/eval rounds; default = steps
-    reference_script: Path = DEFAULT_REFERENCE
+    reference_script: Path | None = None  # run the reference's augmentation from this script, not cmx.bench.reference
     sweep: Path | None = Path("sweeps/paper.yaml")
 
 
@@ -322,8 +278,8 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
     device = resolve_device(config.device)
     if opts.steps < 1 or opts.warmup < 0 or opts.eval_batch_size < 1:
         raise UserError("--steps and --eval-batch-size must be ≥ 1, --warmup ≥ 0")
-    if opts.vs_reference and not Path(opts.reference_script).is_file():
-        raise UserError(f"reference script {opts.reference_script} not found (pass --reference-script)")
+    if opts.vs_reference and opts.reference_script is not None and not Path(opts.reference_script).is_file():
+        raise UserError(f"reference script {opts.reference_script} not found")
     bs = config.batch_size
     if opts.data is not None:
         from ..run.data import load_cifar10
@@ -351,7 +307,7 @@ def run_bench(config: RunConfig, opts: BenchOptions, say=lambda msg: None) -> di
                  "aug_images": "real" if opts.data else "random"}
 
     _measure_steps(config, placement, opts, inputs, out, say)
-    _measure_augmentation(opts, device, images, labels, gen, bs, out, say)
+    _measure_augmentation(opts, AugInputs(images, labels, gen, bs), out, say)
     _project(config, opts, out)
     return out
 
@@ -415,13 +371,23 @@ def _measure_steps(config: RunConfig, placement: Placement, opts: BenchOptions, 
 
 
 
-def _measure_augmentation(opts: BenchOptions, device: torch.device, images, labels, gen, bs: int, out: dict,
-                          say) -> None:
+@dataclass
+class AugInputs:
+    """What the augmentation is measured on: the training images (uint8, on the device), their labels, the
+    augmentation's generator and the batch size."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    gen: torch.Generator
+    batch_size: int
+
+
+def _measure_augmentation(opts: BenchOptions, inputs: AugInputs, out: dict, say) -> None:
     """The augmentation of one chunk of batches, beside the reference's DataLoader when asked; fills `out`."""
-    # -- augmentation: cmx blocks alternating with runs of the reference's own script (3 pairs with
+    # -- augmentation: cmx blocks alternating with runs of the reference's own pipeline (3 pairs with
     # --vs-reference), so that both see the same background load; the per-pair ratios show its spread
     say("measuring augmentation")
-    aug, aug_n = cmx_aug_step(images, labels, bs, gen)
+    bs = inputs.batch_size
+    aug, aug_n = cmx_aug_step(inputs.images, inputs.labels, bs, inputs.gen)
     for _ in range(max(opts.warmup, 1)):
         aug()
     pairs = 3 if opts.vs_reference else 1
@@ -432,16 +398,17 @@ def _measure_augmentation(opts: BenchOptions, device: torch.device, images, labe
         if opts.vs_reference and ref_data is None:
             ref_data = write_random_cifar(Path(tmp), n_train=max(10 * bs, 1000), n_test=bs)
         for _ in range(pairs):
-            times = interleaved({"cmx": aug}, block, device)["cmx"]
+            times = interleaved({"cmx": aug}, block, inputs.images.device)["cmx"]
             aug_times += times
             if opts.vs_reference:
-                ref_aug.append(reference_aug(opts.reference_script, ref_data, bs, max(10, 2 * opts.steps)))
+                ref_aug.append(reference.aug_in_child(ref_data, bs, max(10, 2 * opts.steps),
+                                                      script=opts.reference_script))
                 pair_ratios.append(round(rate(aug_n, times) / ref_aug[-1], 2))
     out["aug_img_per_s"] = round(rate(aug_n, aug_times), 1)
     if opts.vs_reference:
         out["reference_aug_img_per_s"] = round(statistics.median(ref_aug), 1)
         out["reference_workers"] = 1
-        out["reference_aug_ops"] = " ".join(REFERENCE_SAME_OPS)
+        out["reference_aug_ops"] = " ".join(reference.SAME_OPS)
         out["aug_ratio_per_pair"] = pair_ratios
         for key in ("aug", "train", "eval"):
             out[f"{key}_ratio"] = round(out[f"{key}_img_per_s"] / out[f"reference_{key}_img_per_s"], 2)
@@ -465,8 +432,9 @@ def _project(config: RunConfig, opts: BenchOptions, out: dict) -> None:
         "serial as in the train loop")
 
 def default_sweep() -> Path | None:
-    """sweeps/paper.yaml in the working directory, else next to the installed package."""
-    for candidate in (Path("sweeps/paper.yaml"), Path(__file__).resolve().parents[1] / "sweeps" / "paper.yaml"):
+    """sweeps/paper.yaml in the working directory, else in the checkout this cmx runs from; None for an
+    installed cmx run elsewhere (then no sweep is projected)."""
+    for candidate in (Path("sweeps/paper.yaml"), CHECKOUT_SWEEPS / "paper.yaml"):
         if candidate.is_file():
             return candidate
     return None

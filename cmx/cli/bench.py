@@ -28,7 +28,7 @@ def bench(
     data: Annotated[Optional[Path], Opt("--data", help="CIFAR folder: augment real images [default: random images]")] = None,
     vs_reference: Annotated[bool, Opt("--vs-reference", help="also measure the reference pipeline, print ratios")] = False,
     reference_steps: Annotated[Optional[int], Opt("--reference-steps", help="cap the reference's train/eval rounds (it is slow on CPU)")] = None,
-    reference_script: Annotated[Optional[Path], Opt("--reference-script", help="the reference pipeline script [default: benchmarks/reference_pipeline.py]")] = None,
+    reference_script: Annotated[Optional[Path], Opt("--reference-script", help="run the reference's augmentation from this script (same flags, e.g. the public original) [default: the in-package cmx.bench.reference]")] = None,
     sweep: Annotated[Optional[Path], Opt("--sweep", help="sweep file to project [default: sweeps/paper.yaml]")] = None,
     as_json: Annotated[bool, Opt("--json", help="print one JSON object instead of a table")] = False,
 ):
@@ -55,7 +55,7 @@ def bench(
         return
     opts = B.BenchOptions(steps=steps, warmup=warmup, eval_batch_size=eval_batch_size, data=data,
                           vs_reference=vs_reference, reference_steps=reference_steps,
-                          reference_script=reference_script or B.DEFAULT_REFERENCE,
+                          reference_script=reference_script,
                           sweep=sweep if sweep is not None else B.default_sweep())
     say = (lambda msg: None) if as_json else (lambda msg: typer.echo(msg, err=True))
     result = B.run_bench(config, opts, say)
@@ -101,7 +101,7 @@ def print_table(r: dict) -> None:
 
 
 def gpu_check(
-    data: Annotated[Path, Opt("--data", help="CIFAR-10 folder for the real-image checks")] = Path("../shared/data/cifar10-mini"),
+    data: Annotated[Optional[Path], Opt("--data", help="CIFAR-10 folder for the real-image checks [default: $CMX_DATA or data/, as cmx train]")] = None,
     out: Annotated[Path, Opt("--out", help="folder for gpu_check.json and gpu_check.md")] = Path("results/gpu-check"),
     budget: Annotated[float, Opt("--budget", help="seconds for the whole check")] = 460,
     plan: Annotated[bool, Opt("--plan", help="print the time budget and each piece's estimated cost, then exit (no GPU needed)")] = False,
@@ -111,7 +111,7 @@ def gpu_check(
     Pieces that do not fit the budget are skipped, not failed: exit 1 only for a defect."""
     from ..bench.gpu.check import main as gpu_check_main
 
-    args = ["--data", str(data), "--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
+    args = (["--data", str(data)] if data else []) + ["--out", str(out), "--budget", str(budget)] + (["--plan"] if plan else [])
     code = gpu_check_main(args)
     if code:
         raise typer.Exit(code)

@@ -2,6 +2,6 @@
 sections (`speed.py`, `profile.py`, `runs.py`), time caps (`budget.py`), the report (`report.py`) and the
 pytest plugin that streams the cuda tests' results (`tests_plugin.py`).
 
-May import `cmx.run`, `cmx.augment`, `cmx.bench` and the bottom layer; never `sweep` (but as a child
-process), `analysis` or `cli`.
+May import: cmx.run, cmx.store, cmx.augment, cmx.bench, cmx.cifar, cmx.config, cmx.errors, cmx.files, cmx.paper
+Never `sweep` (but as a child process: `cmx sweep`), `analysis` or `cli`.
 """

@@ -1,7 +1,7 @@
 """`make gpu-check` / `cmx gpu-check` / `python -m cmx.bench.gpu`: prove on one CUDA GPU, in under 8
 minutes, that cmx is correct and fast there.
 
-    python -m cmx.bench.gpu --data ../shared/data/cifar10-mini --out results/gpu-check
+    python -m cmx.bench.gpu --data DIR --out results/gpu-check     # DIR: $CMX_DATA or data/ when not given
 
 Sections, in order, each with a time cap inside the whole budget (default 460 s):
     tests     `pytest -m cuda` (tests/test_cuda.py): CUDA == CPU pixels, no host sync, precisions, resume, sweep
@@ -9,12 +9,12 @@ Sections, in order, each with a time cap inside the whole budget (default 460 s)
     training  256/8 p1 k9 on the real images for ~1.5 minutes, and a projected 200-epoch time (cmx.bench.gpu.runs)
     packing   4 short runs, --per-gpu 1 vs 4
 Time: each section checks the time it has left before each piece of work, against an estimate of that
-piece's cost, and records "skipped: budget" for a piece that does not fit (gpu_budget.Budget). Each section
+piece's cost, and records "skipped: budget" for a piece that does not fit (budget.Budget). Each section
 runs in its own process, handed an absolute deadline and killed (with everything it started) at its cap,
 so one that hangs cannot take the budget from the others; a section that finishes early leaves its time to
 the next. Verdicts are printed as they come and written to OUT/gpu_check.json and OUT/gpu_check.md after
 each (cmx.bench.gpu.report), so a check cut short keeps what it reached; the cuda tests' results are
-streamed to a file as they come (gpu_tests_plugin), so a killed tests section keeps them too.
+streamed to a file as they come (tests_plugin), so a killed tests section keeps them too.
 
 Without CUDA it prints one line, NO_CUDA, and exits 2. Exit 1 only for a real defect: a check that FAILed or
 a section that crashed. A piece or section the budget could not hold is a `skip`, not a failure.
@@ -32,6 +32,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable
 
+from ...cifar import batches_dir
+from ...config import RunConfig
 from . import tests_plugin as plugin
 from .budget import SKIP_PREFIX, Budget, exit_on_sigterm, run_capped
 from .report import Report, environment
@@ -154,10 +156,10 @@ def run_section(name: str, data: Path, out: Path, budget: Budget, device=None) -
         if budget.fits(report, "training", "short training", TRAINING_MIN_S):
             short_training(report, data, min(TRAINING_S, budget.left() - 2), device=device.type)
     elif name == "packing":
-        from .runs import packing
+        from .runs import Packing, packing
         from ...run.data import load_cifar10
 
-        packing(report, data, budget, sweep_subprocess, load_cifar10(data, download=False).train_x.shape[0])
+        packing(report, data, budget, sweep_subprocess, Packing(load_cifar10(data, download=False).train_x.shape[0]))
     else:
         raise ValueError(f"unknown section {name!r}")
 
@@ -203,7 +205,7 @@ def check(data: Path, out: Path, budget: float = BUDGET_S, sections=tuple(CAPS),
     env = report.load()["environment"]
     print(f"gpu-check on {env.get('gpu')} (driver {env.get('driver', '?')}, CUDA {env.get('cuda')}, "
           f"torch {env.get('torch')}); budget {budget:.0f} s; report in {out}", flush=True)
-    if not (Path(data) / "cifar-10-batches-py").is_dir() and not (Path(data) / "test_batch").is_file():
+    if not batches_dir(data).is_dir():
         report.add("setup", "data", "FAIL", f"no CIFAR-10 folder at {data} (pass DATA=... / --data)")
         sections = tuple(s for s in sections if s == "tests")
     planned = 0.0  # the caps of the sections run so far: what they were given, to hand on what they left
@@ -238,7 +240,7 @@ def cuda_available() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu-check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/cifar10-mini"), help="CIFAR-10 folder")
+    parser.add_argument("--data", type=Path, help="CIFAR-10 folder [default: $CMX_DATA or data/, as cmx train]")
     parser.add_argument("--out", type=Path, default=Path("results/gpu-check"), help="report folder")
     parser.add_argument("--budget", type=float, default=BUDGET_S, help="seconds for the whole check")
     parser.add_argument("--only", default=",".join(CAPS), help="comma-separated sections to run")
@@ -246,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--section", help=argparse.SUPPRESS)  # internal: run one section in this process
     parser.add_argument("--deadline", type=float, help=argparse.SUPPRESS)  # internal: its time.time() deadline
     args = parser.parse_args(argv)
+    if args.data is None:
+        args.data = Path(RunConfig().data)  # the rule of `cmx train --data`
     exit_on_sigterm()  # a stopped check stops what it started (run_capped)
     if args.plan:
         print("\n".join(budget_plan(args.budget)))

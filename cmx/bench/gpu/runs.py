@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -81,12 +82,24 @@ def packing_sweep(directory: Path, data: Path, device: str = "cuda", model: dict
     return path
 
 
-def packing(report, data: Path, budget, run_sweep, n_train: int, epochs: int = PACK_EPOCHS,
-            runs: int = PACK_RUNS) -> None:
-    """Total img/s of `runs` runs with --per-gpu 1 and --per-gpu `runs`. `run_sweep(file, results, per_gpu,
-    timeout)` runs the sweep and returns its exit code, 124 when stopped for time (the driver passes a
-    `cmx sweep` subprocess, killed with its trainings); `budget` (gpu_budget.Budget) is asked before each."""
-    images = runs * epochs * (n_train // MODEL["batch_size"]) * MODEL["batch_size"]
+@dataclass(frozen=True)
+class Packing:
+    """What the packing section trains: `runs` short runs of MODEL, `epochs` each, on `n_train` images."""
+    n_train: int
+    runs: int = PACK_RUNS
+    epochs: int = PACK_EPOCHS
+
+    @property
+    def images(self) -> int:
+        """Training images of all the runs together (whole batches, as the train loop takes them)."""
+        return self.runs * self.epochs * (self.n_train // MODEL["batch_size"]) * MODEL["batch_size"]
+
+
+def packing(report, data: Path, budget, run_sweep, plan: Packing) -> None:
+    """Total img/s of `plan.runs` runs with --per-gpu 1 and --per-gpu `plan.runs`. `run_sweep(file, results,
+    per_gpu, timeout)` runs the sweep and returns its exit code, 124 when stopped for time (the driver passes
+    a `cmx sweep` subprocess, killed with its trainings); `budget` (budget.Budget) is asked before each."""
+    runs, epochs, n_train, images = plan.runs, plan.epochs, plan.n_train, plan.images
     rates = {}
     with tempfile.TemporaryDirectory(prefix="cmx-gpu-pack-") as tmp:
         sweep = packing_sweep(Path(tmp), data, epochs=epochs, runs=runs)

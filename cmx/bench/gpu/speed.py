@@ -17,6 +17,7 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -115,12 +116,23 @@ def measure_step(config: RunConfig, device: torch.device, x: torch.Tensor, targe
     return out
 
 
-def inputs(device: torch.device, images: torch.Tensor, labels: torch.Tensor, n: int = 512):
+@dataclass
+class Inputs:
+    """The section's data on the device: raw images and labels (eval, augmentation), one augmented batch x,
+    targets (sliced for every batch size up to its length) and the augmentation generator."""
+    images: torch.Tensor
+    labels: torch.Tensor
+    x: torch.Tensor
+    targets: torch.Tensor
+    gen: torch.Generator
+
+
+def inputs(device: torch.device, images: torch.Tensor, labels: torch.Tensor, n: int = 512) -> Inputs:
     """One augmented batch of n (for every batch size up to n), and the raw images for eval and aug."""
     images, labels = images.to(device), labels.to(device)
     gen = torch.Generator(device=device).manual_seed(0)
     x, targets = augment_batch(images[:n], labels[:n], gen)
-    return images, labels, x, targets, gen
+    return Inputs(images, labels, x, targets, gen)
 
 
 def variant_cost(name: str, base_s: float) -> float:
@@ -134,7 +146,8 @@ def run(report, images: torch.Tensor, labels: torch.Tensor, budget: Budget, devi
         bench_cli: bool = True) -> None:
     """The whole section on `device` (the check passes cuda; tests may pass cpu with tiny settings)."""
     base = RunConfig(**BASE, device=device.type, data="unused")
-    images, labels, x, targets, gen = inputs(device, images, labels)
+    data = inputs(device, images, labels)
+    images, labels, x, targets, gen = data.images, data.labels, data.x, data.targets, data.gen
     eval_images = images[:EVAL_BATCH]
     label = "256/8 p1 k9 b64 bf16 channels_last eager"
 
@@ -162,7 +175,7 @@ def run(report, images: torch.Tensor, labels: torch.Tensor, budget: Budget, devi
                **main, aug_share_of_step=None if share is None else round(share, 3))
 
     if budget.fits(report, SECTION, "profile of one step (ms per step by kind)", COST_S["profile"]):
-        profile_step(report, base, device, images, labels, x, targets, gen)
+        profile_step(report, base, device, data)
 
     results = {label: main}
 
@@ -192,17 +205,17 @@ def run(report, images: torch.Tensor, labels: torch.Tensor, budget: Budget, devi
             variant(name, changes)
 
 
-def profile_step(report, config: RunConfig, device: torch.device, images, labels, x, targets, gen) -> None:
+def profile_step(report, config: RunConfig, device: torch.device, data: Inputs) -> None:
     """One chunk of the train loop (augment `chunk` batches, then `chunk` optimisation steps) under
     torch.profiler; per-step ms by kind, idle gaps against the same chunk's wall time without the profiler."""
     bs = config.batch_size
-    chunk = aug_chunk_batches(bs, images.shape[0])
-    step, _ = cmx_train_step(config, place(config, device=device), x[:bs], targets[:bs])
-    span = images[:chunk * bs]
+    chunk = aug_chunk_batches(bs, data.images.shape[0])
+    step, _ = cmx_train_step(config, place(config, device=device), data.x[:bs], data.targets[:bs])
+    span, span_labels = data.images[:chunk * bs], data.labels[:chunk * bs]
 
     def loop() -> None:
         with torch.profiler.record_function(P.AUG_RANGE):
-            augment_batches(span, labels[:chunk * bs], gen, bs)
+            augment_batches(span, span_labels, data.gen, bs)
         for _ in range(chunk):
             step()
 
