@@ -229,6 +229,24 @@ def test_no_function_is_too_long_or_takes_too_many_parameters():
     assert not bad, "\n".join(bad)
 
 
+RUN_FILES = ("config.json", "status.json", "epochs.csv", "checkpoint.pt", "model.pt", "result.json", "train.log",
+             "submitted.json")
+OWNER = "cmx.store.rundir"
+
+
+def test_only_the_run_directory_type_names_a_run_directorys_files():
+    """One owner for the run directory: a file name of it spelled anywhere else (as a string of its own, as in
+    `run_dir / "status.json"`) is a second owner."""
+    bad = []
+    for name, path in sources().items():
+        if name in (OWNER, "cmx.store.claim"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILES:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno} spells {node.value!r} (use RunDir's path)")
+    assert not bad, "\n".join(bad)
+
+
 def test_architecture_md_quotes_every_stated_rule():
     modules = sources()
     text = (ROOT / "ARCHITECTURE.md").read_text()

@@ -20,6 +20,7 @@ from rich.console import Console
 from cmx.analysis import watch
 from cmx.cli.app import main
 from cmx.run import tracking
+from cmx.store.rundir import RunDir
 from cmx.config import RunConfig
 from cmx.store.resultsdir import ResultsDir
 from cmx.run.train import train
@@ -132,12 +133,12 @@ def test_tensorboard_resume_drops_what_an_earlier_attempt_logged_past_the_checkp
     the reader shows each epoch once, epoch 2 from the attempt that counts."""
     need("tensorboard")
     config = RunConfig(h=8, data="-", tracker="tensorboard")
-    first = tracking.TensorBoardTracker(tmp_path)
+    first = tracking.TensorBoardTracker(RunDir(tmp_path))
     first.start("r1", config, 0)
     first.log_epoch(1, {"train_loss": 2.0})
     first.log_epoch(2, {"train_loss": 9.0})
     first.fail(RuntimeError("killed"))
-    second = tracking.TensorBoardTracker(tmp_path)
+    second = tracking.TensorBoardTracker(RunDir(tmp_path))
     second.start("r1", config, 1)
     second.log_epoch(2, {"train_loss": 1.5})
     second.log_epoch(3, {"train_loss": 1.0})

@@ -23,6 +23,7 @@ from urllib.parse import urlparse
 from ..errors import UserError
 from ..config import IDENTITY_FIELDS, RunConfig
 from .progress import Reporter
+from ..store.rundir import RunDir
 
 TRACKERS = ("none", "tensorboard", "wandb")
 # epoch row key → scalar name (TensorBoard tag, W&B key); test_* are absent on epochs without evaluation
@@ -68,13 +69,13 @@ def require(name: str) -> None:
         raise UserError(f'--tracker {name} needs the {name} package: pip install "cmx[{name}]"') from None
 
 
-def make_tracker(config: RunConfig, run_dir: str | os.PathLike, warn=_warn) -> Tracker:
+def make_tracker(config: RunConfig, run: RunDir, warn=_warn) -> Tracker:
     """The tracker `config.tracker` names, guarded; raises UserError first if its package is missing."""
     require(config.tracker)
     if config.tracker == "none":
         return NoTracker()
     kind = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker}[config.tracker]
-    return Guarded(kind(Path(run_dir), warn), warn)
+    return Guarded(kind(run, warn), warn)
 
 
 class Guarded(Tracker):
@@ -155,10 +156,10 @@ class TensorBoardTracker(Tracker):
 
     name = "tensorboard"
 
-    def __init__(self, run_dir: Path, warn=_warn):
+    def __init__(self, run: RunDir, warn=_warn):
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401 — fails here, not mid-run
 
-        self.log_dir = run_dir / "tb"
+        self.log_dir = run.tensorboard_dir
         self.writer = None
 
     def start(self, run_id, config, resumed_from_epoch):
@@ -225,10 +226,10 @@ class WandbTracker(Tracker):
 
     name = "wandb"
 
-    def __init__(self, run_dir: Path, warn=_warn):
+    def __init__(self, run: RunDir, warn=_warn):
         import wandb  # noqa: F401 — fails here, not mid-run
 
-        self.run_dir, self.warn, self.run = run_dir, warn, None
+        self.run_dir, self.warn, self.run = run.path, warn, None
 
     def start(self, run_id, config, resumed_from_epoch):
         import wandb

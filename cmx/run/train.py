@@ -119,7 +119,7 @@ def train(config: RunConfig, results: str | os.PathLike | None = None, *, resume
     done = run.result()
     if done is not None and not force:
         return _already_done(reporter, run.run_id, done)
-    tracker = tracking.make_tracker(config, run.path)  # a missing package is exit 2 here, before anything is written
+    tracker = tracking.make_tracker(config, run)  # a missing package is exit 2 here, before anything is written
     reporter = tracking.TrackingReporter(reporter, tracker, config)  # it sees what the reporter sees
     stop = stop or StopRequest()
     # One run, one trainer: claim it before writing anything (claim.py); released on every way out. A holder

@@ -157,6 +157,7 @@ class Claim:
     content: dict
     heartbeat_s: float = HEARTBEAT_S
     on_lost: Callable[[], None] | None = None
+    progress: Callable[[], dict | None] = lambda: None  # the run's status (RunDir.status): its epoch reached
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -175,7 +176,7 @@ class Claim:
         """Every HEARTBEAT_S, and within EPOCH_POLL_S of a new epoch (so the claim shows the epoch reached)."""
         last = time.monotonic()
         while not self._stop.wait(min(EPOCH_POLL_S, self.heartbeat_s)):
-            status = read_json(self.run_dir / "status.json") or {}
+            status = self.progress() or {}
             new_epoch = status.get("pid") == os.getpid() and status.get("epoch") != self.content.get("epoch")
             if not new_epoch and time.monotonic() - last < self.heartbeat_s:
                 continue
@@ -193,7 +194,7 @@ class Claim:
     def refresh(self, **extra) -> None:
         """Write the heartbeat, the epoch reached (from status.json) and the timeout others should apply."""
         now = time.time()
-        status = read_json(self.run_dir / "status.json") or {}
+        status = self.progress() or {}
         epoch = status.get("epoch") if status.get("pid") == os.getpid() else None
         if isinstance(epoch, int):
             if self._epoch_seen is not None and epoch > self._epoch_seen[0]:
@@ -227,8 +228,9 @@ class Claim:
 
 
 def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: float = HEARTBEAT_S,
-            on_lost: Callable[[], None] | None = None) -> Claim:
+            on_lost: Callable[[], None] | None = None, *, progress: Callable[[], dict | None] | None = None) -> Claim:
     """Claim `run_dir` for this process and start its heartbeat; RunBusy (exit 4) when a live process holds it.
+    `progress()`: the run's status (RunDir passes its reader), whose epoch the heartbeats record.
 
     Writes nothing but the claim (and its folder), and nothing at all when the run is busy.
     """
@@ -249,7 +251,8 @@ def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: 
             if is_live(claim):
                 raise _busy(run_dir, claim)
             if _link(tmp, folder / f"{n + 1}.json"):
-                return Claim(run_dir, n + 1, content, heartbeat_s, on_lost).start_heartbeat()
+                return Claim(run_dir, n + 1, content, heartbeat_s, on_lost,
+                             progress or (lambda: None)).start_heartbeat()
             n += 1  # someone else created n + 1 first: judge theirs
             claim = read_json(folder / f"{n}.json")
     finally:

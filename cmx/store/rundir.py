@@ -56,6 +56,9 @@ class RunDir:
     model_pt = property(lambda self: self.path / "model.pt")
     result_json = property(lambda self: self.path / "result.json")
     claims = property(lambda self: claim.claims_dir(self.path))
+    train_log = property(lambda self: self.path / "train.log")  # the local executor's child's output
+    submitted_json = property(lambda self: self.path / "submitted.json")  # the SLURM job that will train it
+    tensorboard_dir = property(lambda self: self.path / "tb")  # --tracker tensorboard's event files
 
     # -- reading back (None: missing or unreadable)
     def config(self) -> dict | None:
@@ -96,7 +99,7 @@ class RunDir:
     def claim(self, epochs: int | None = None, on_lost: Callable[[], None] | None = None) -> claim.Claim:
         """Claim the run for this process (a context manager that releases it); RunBusy (exit 4) when a live
         process holds it, and then nothing is written."""
-        return claim.acquire(self.path, epochs=epochs, on_lost=on_lost)
+        return claim.acquire(self.path, epochs=epochs, on_lost=on_lost, progress=self.status)
 
     # -- writing
     def write_config(self, settings: dict[str, Any], dataset: str) -> Path:

@@ -179,7 +179,7 @@ class LocalExecutor:
 
     def start(self, slot: Slot, run: PlannedRun) -> None:
         config_file = write_run_config(self.results, run)
-        log_path = self.results.run_dir(run.run_id) / "train.log"
+        log_path = self.results.run(run.run_id).train_log
         cmd = [self.python, "-m", "cmx", "train", "--config", str(config_file),
                "--results", str(self.results.root), "--quiet"]
         if slot.gpu is not None and run.config.device == "auto":
@@ -195,7 +195,7 @@ class LocalExecutor:
         self.say(f"[start] slot {slot.index}{gpu}: {run.title} ({run.run_id})")
 
     def finish(self, slot: Slot, code: int) -> Outcome:
-        run, log_path = slot.run, self.results.run_dir(slot.run.run_id) / "train.log"
+        run, log_path = slot.run, self.results.run(slot.run.run_id).train_log
         state = self.results.state(run.run_id)
         if code == 0 and state == "done" and not trained_by(self.results, run, slot.proc.pid):
             outcome = Outcome(run, "skipped", "trained by another process meanwhile")

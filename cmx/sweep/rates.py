@@ -30,6 +30,7 @@ from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
 from ..machine import cpu_model
 from ..config import RunConfig
 from ..store.resultsdir import ResultsDir
+from ..store.rundir import RunDir
 from ..files import parse_iso
 
 TRAIN_FACTOR = 3  # forward + backward ≈ 3 forward passes (estimate.py counts FLOPs the same way)
@@ -79,21 +80,20 @@ class Measured:
 def measured_runs(results: ResultsDir) -> list[Measured]:
     """Every finished run with readable epoch times and a known device, with its concurrency filled in."""
     found = []
-    runs_dir = results.root / "runs"
-    for run_dir in sorted(runs_dir.iterdir()) if runs_dir.is_dir() else []:
-        run = _read(run_dir)
+    for run_id in results.run_ids():
+        run = _read(results.run(run_id))
         if run is not None:
             found.append(run)
     _fill_concurrency(found)
     return found
 
 
-def _read(run_dir: Path) -> Measured | None:
+def _read(run_dir: RunDir) -> Measured | None:
     try:
-        result = json.loads((run_dir / "result.json").read_text())
+        result = json.loads(run_dir.result_json.read_text())
         known = {f.name for f in dataclasses.fields(RunConfig)}  # a field removed since: ignored, not fatal
         config = RunConfig.from_dict({k: v for k, v in result["config"].items() if k in known})
-        with open(run_dir / "epochs.csv", newline="") as fh:
+        with open(run_dir.epochs_csv, newline="") as fh:
             rows = [row for row in csv.DictReader(fh) if row.get("seconds")]
         seconds = [float(row["seconds"]) for row in rows]
         epochs = [int(row["epoch"]) for row in rows]
@@ -105,15 +105,15 @@ def _read(run_dir: Path) -> Measured | None:
         return None
     n_train, n_test = sizes
     work = sum(epoch_units(config, n_train, n_test, e) for e in epochs)
-    status = _json(run_dir / "status.json")
+    status = run_dir.status() or {}
     started, finished = parse_iso(status.get("started")), parse_iso(result.get("finished"))
     if status.get("status") == "done" and parse_iso(status.get("updated")):
         finished = max(finished or 0.0, parse_iso(status["updated"]))  # the last write, after model.pt and the index
-    launched = _launched(run_dir / "train.log")
+    launched = _launched(run_dir.train_log)
     startup = None
     if finished is not None and result.get("wall_s") is not None and (launched or started) is not None:
         startup = max(0.0, finished - (launched or started) - float(result["wall_s"]))
-    return Measured(result.get("run_id", run_dir.name), config, prov["device_name"],
+    return Measured(result.get("run_id", run_dir.run_id), config, prov["device_name"],
                     prov.get("host") or status.get("host") or "", n_train, n_test, sum(seconds), work,
                     startup, started, finished)
 
@@ -136,11 +136,6 @@ def _launched(log: Path) -> float | None:
     return parse_iso(lines[0][len(LAUNCH_LINE):].split(" ", 1)[0].rstrip(":")) if len(lines) == 1 else None
 
 
-def _json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def _fill_concurrency(runs: list[Measured]) -> None:

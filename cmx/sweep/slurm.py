@@ -37,7 +37,6 @@ from .plan import PlannedRun
 
 CLUSTERS = ("slurm", "local-submitit", "debug")
 MAX_REQUEUES = 20  # time-limit requeues per run; each one resumes from the last checkpoint
-SUBMITTED = "submitted.json"  # in the run dir: the job that will train it
 POLL_S = 5.0  # submitit rate-limits its own squeue/sacct calls; no need to ask more often
 
 
@@ -267,7 +266,7 @@ class SubmititExecutor:
             raise UserError(f"--executor {self.cluster}: submission failed: {last}") from None
         ids = [job.job_id for job in jobs]
         for run, job_id in zip(runs, ids):  # lets the next `cmx sweep` see that the run is already queued
-            atomic_write_json(self.results.run_dir(run.run_id) / SUBMITTED,
+            atomic_write_json(self.results.run(run.run_id).submitted_json,
                               {"job_id": job_id, "cluster": self.cluster, "submitted": now_iso()})
         self._announce(runs, ids)
         if not self.wait:
@@ -285,7 +284,7 @@ class SubmititExecutor:
             return {}
         marks = {}
         for run in runs:
-            mark = read_json(self.results.run_dir(run.run_id) / SUBMITTED)
+            mark = read_json(self.results.run(run.run_id).submitted_json)
             if run.state == "pending" and mark and mark.get("cluster") == "slurm" and mark.get("job_id"):
                 marks[run.run_id] = str(mark["job_id"])
         if not marks:

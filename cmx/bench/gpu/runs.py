@@ -21,6 +21,7 @@ from ...cifar import TRAIN_SIZE
 from ...paper import PAPER_EPOCHS
 from ...config import RunConfig
 from ...run.data import load_cifar10
+from ...store.resultsdir import ResultsDir
 
 SECTION_TRAIN, SECTION_PACK = "training", "packing"
 MODEL = dict(h=256, d=8, p=1, k=9, batch_size=64)
@@ -30,7 +31,7 @@ PACK_RUN_S = 12  # one `cmx train` of the packing sweep, alone: Python + torch +
 
 
 def epoch_seconds(results: Path, run_id: str) -> list[float]:
-    return list(pd.read_csv(Path(results) / "runs" / run_id / "epochs.csv")["seconds"])
+    return list(pd.read_csv(ResultsDir(results).run(run_id).epochs_csv)["seconds"])
 
 
 def short_training(report, data: Path, seconds: float, device: str = "cuda", model: dict = MODEL,
