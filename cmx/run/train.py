@@ -19,24 +19,24 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..config import RunConfig
 from ..errors import Diverged, Interrupted, UserError
+from ..files import now_iso
 from ..store import checkpoint
 from ..store.resultsdir import ResultsDir
 from ..store.rundir import RunDir
 from . import tracking
 from .allocator import keep_freed_memory
 from .batches import AugmentedChunks
-from ..config import RunConfig
 from .data import Cifar10, dataset_fingerprint, load_cifar10
 from .engine import Engine
-from .placement import resolve_device
-from .seeding import run_generators
-from .tune import place
 from .model import count_params
+from .placement import resolve_device
 from .progress import Reporter, make_reporter
 from .provenance import provenance, weights_sha256
-from ..files import now_iso
+from .seeding import run_generators
 from .stop import StopRequest
+from .tune import place
 
 SYNC_EVERY = 50  # steps between host reads (divergence check, progress numbers)
 
