@@ -1,6 +1,6 @@
 """YAML (and JSON) files read for people: line numbers in every error, no duplicate keys, `1e-2` a number.
 
-Used by sweep files (sweep/plan.py) and `cmx train --config` files (run/config.py): a mistake is reported
+Used by sweep files (sweep/plan.py) and `cmx train --config` files (config.py): a mistake is reported
 as "FILE:LINE: problem" (UserError, exit 2), never as a parser traceback.
 """
 from __future__ import annotations

@@ -27,7 +27,7 @@ from ..sweep.plan import Plan, PlannedRun, make_plan, parse_seeds, record_roles
 
 Opt = typer.Option
 STATE_STYLE = {"done": "green", "running": "cyan", "interrupted": "yellow", "failed": "red", "pending": ""}
-# A sweep trains only runs nobody holds: a running run belongs to another process (cmx/run/claim.py).
+# A sweep trains only runs nobody holds: a running run belongs to another process (cmx/store/claim.py).
 STATE_LABEL = {"running": ELSEWHERE}
 EXECUTORS = ("local", "slurm", "local-submitit", "debug")
 

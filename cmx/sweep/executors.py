@@ -1,8 +1,9 @@
 """The executor interface: what every executor takes (planned runs) and gives back (a SweepSummary).
 
-Executors (executor_local: subprocess slots on this machine; executor_slurm: submitit job arrays) share one
+Executors (local.py: subprocess slots on this machine; slurm.py: submitit job arrays) share one
 method, `submit(runs) -> SweepSummary`, plus the helpers here, so skipping, failure reasons and exit codes
-mean the same whichever one ran the sweep.
+mean the same whichever one ran the sweep. Each executor checks its own flags (local.LocalFlags,
+slurm.SlurmFlags) with the shared checks here, and says how it lays runs out (`SlotLayout`) for the estimate.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from ..store.resultsdir import ResultsDir
 from .plan import Plan, PlannedRun
 
 
-ELSEWHERE = "running elsewhere"  # the outcome of a run another process holds (cmx/run/claim.py)
+ELSEWHERE = "running elsewhere"  # the outcome of a run another process holds (cmx/store/claim.py)
 
 
 class Executor(Protocol):

@@ -36,7 +36,7 @@ def enabled() -> bool:
     return os.environ.get("CMX_ESTIMATE_PROBE", "on") != "off"
 
 
-CACHE = "step_times.json"  # in $CMX_CACHE_DIR (run/cache.py)
+CACHE = "step_times.json"  # in $CMX_CACHE_DIR (cmx/cache.py)
 
 
 def cache_path() -> Path:
