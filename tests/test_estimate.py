@@ -215,3 +215,17 @@ def test_a_stopped_sweep_shows_no_eta(tmp_path):
     record_queue(plan.results, plan.name, plan.runs, slots=1, share_of=1, cluster=None)
     make_run(results, state="interrupted", epoch=1, seed=2, **{**SHAPE, "device": "cpu"})
     assert sweep_eta_lines(results, []) == []
+
+
+def test_a_from_scratch_figure_resting_on_the_assumption_says_so(tmp_path, capsys):
+    """Done runs measured on another CPU: their from-scratch time here is the assumed TFLOP/s, and the dry run
+    must say so rather than print a CPU-hour figure that looks measured."""
+    results = tmp_path / "results"
+    cpu_run(results, 0, epoch_s=10.0, seed=0, device_name="cpu: Some Other CPU")
+    args = ["sweep", str(_sweep_file(tmp_path, (0,))), "--results", str(results), "--dry-run", "--no-probe"]
+    assert main(args) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "1 runs: 1 done" in out
+    assert "if all 1 were trained from the start, 1 of them assumed at 40 TFLOP/s)" in out
+    assert "assumed (not measured):" in out
+

@@ -201,7 +201,8 @@ def test_dry_run_shows_status_of_every_run_and_launches_nothing(tmp_path, capsys
     assert "running elsewhere 37/200" in out and "interrupted 12/200" in out
     # the runs are A100 runs, this device is a CPU never measured (and the suite does not probe): assumed.
     # Launched: 6 pending + the interrupted one's 188 epochs left, 0.3144 h each at 40 TFLOP/s
-    assert "estimated CPU-hours: 2.2 for the 7 runs to launch (3.1 if all 10 were trained from the start)" in out
+    assert ("estimated CPU-hours: 2.2 for the 7 runs to launch (3.1 if all 10 were trained from the start, "
+            "10 of them assumed at 40 TFLOP/s)") in out
     assert "basis: 7 assumed (no finished run on this device" in out
     assert "assumed (not measured)" in out and "40 TFLOP/s" in out
     assert sorted(p.name for p in (results / "runs").iterdir()) == sorted(  # nothing new was written

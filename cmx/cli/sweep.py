@@ -200,9 +200,10 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
     dedupe = f" ({plan.n_variants} configs; {shared} shared by several sweep entries, trained once)" if shared else ""
     console.print(f"{len(plan.runs)} runs: {_counts(plan)}{dedupe}", soft_wrap=True)
     n_left = sum(cost.left)
+    assumed = f", {cost.whole_assumed} of them assumed at {tflops:g} TFLOP/s" if cost.whole_assumed else ""
     console.print(f"estimated {cost.unit.replace('-h', '-hours')}: {_hours(cost.hours())} for the {n_left} runs to "
                   f"launch ({_hours(cost.hours(left_only=False))} if all {len(plan.runs)} were trained from the "
-                  f"start) on {cost.device}; {cost.sources()}", soft_wrap=True)
+                  f"start{assumed}) on {cost.device}; {cost.sources()}", soft_wrap=True)
     if n_left:
         console.print(f"estimated wall-clock: {duration(cost.wall_s)} for the {n_left} runs to launch, "
                       f"{cost.slots_text()}", soft_wrap=True)
@@ -211,7 +212,7 @@ def print_plan(plan: Plan, cost: SweepEstimate, tflops: float, console: Console 
         console.print(f"probe: a few timed optimisation steps, an augmentation chunk and an evaluation pass per "
                       f"shape on this device (data loading and startup not timed); cached in {probe.cache_path()}",
                       soft_wrap=True)
-    if "assumed" in bases:
+    if "assumed" in bases or cost.whole_assumed:
         console.print(f"assumed (not measured): {ASSUMPTION.format(tflops=tflops)}", soft_wrap=True)
     for data in sorted({r.config.data for r in plan.runs}):
         if not _has_data(data):

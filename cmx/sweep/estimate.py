@@ -114,6 +114,7 @@ class SweepEstimate:
     share_basis: str  # how `share` was found: "", "measured from N runs", "assumed"
     wall_s: float  # the runs left, scheduled in plan order onto the slots
     evidence: int  # measured runs of this device in the results directory
+    whole_assumed: int = 0  # runs whose from-scratch time rests on the assumed TFLOP/s (none measured here)
 
     @property
     def unit(self) -> str:
@@ -183,12 +184,14 @@ def project(runs: list[tuple], results, *, tflops: float = DEFAULT_TFLOPS, devic
     evidence = _Evidence(measured, factor, startup, timed, tflops, device)
     one = lambda config, done: _project_one(config, done, evidence)  # noqa: E731
     projections = [one(config, done) for config, done, todo in runs]
-    whole = [one(config, 0).seconds for config, done, todo in runs]
+    from_scratch = [one(config, 0) for config, done, todo in runs]
+    whole = [p.seconds for p in from_scratch]
     share_of = share_of if share_of is not None else (slots if rates.is_cpu(device) else 1)
     share, share_basis = (1.0, "") if share_of <= 1 else factor(share_of)
     left = [bool(r[2]) for r in runs]
     wall = schedule([p.seconds * share for p, todo in zip(projections, left) if todo], slots)
-    return SweepEstimate(projections, left, whole, device, slots, share, share_basis, wall, len(measured))
+    return SweepEstimate(projections, left, whole, device, slots, share, share_basis, wall, len(measured),
+                         sum(p.basis == "assumed" for p in from_scratch))
 
 
 @dataclass(frozen=True)
