@@ -31,9 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from cmx.bench.speed import cmx_train_step, interleaved  # noqa: E402
 from cmx.cifar import IMAGE_SIZE  # noqa: E402
 from cmx.run.allocator import keep_freed_memory  # noqa: E402
-from cmx.run.depthwise import DepthwiseConv2d  # noqa: E402
 from cmx.config import RunConfig  # noqa: E402
-from cmx.run.tune import fastest_conv_path, place  # noqa: E402
+from cmx.run.tune import depthwise_layer, fastest_conv_path, place  # noqa: E402
 from cmx.sweep.estimate import TRAIN_FACTOR, forward_flops  # noqa: E402
 
 PAPER_KS = (3, 5, 7, 8, 9, 11, 13, 15)  # Table 8's kernel sizes (8: its even one) and the odd ones between
@@ -76,7 +75,8 @@ def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = 
         steps = {name: cmx_train_step(cfg, place(cfg), x, targets)[0]
                  for name, cfg in (("stock", base.replace(conv_path="stock")),
                                    ("chosen", base.replace(conv_path=chosen)))}
-        steps["layer"] = depthwise_layer(base, layout, chosen)
+        layer, steps["layer"] = depthwise_layer(base, layout, amp)  # one of the step's layers, by the chosen path
+        layer.path = chosen
         for step in steps.values():  # warm-up
             step()
         clock = time.process_time if cpu_time else time.perf_counter
@@ -91,27 +91,6 @@ def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = 
         print(f"  {h}/{d} p{p} b{batch} {layout:>13} {amp:>4} k{k:<2}  stock {row['stock']:8.1f} ms  "
               f"chosen ({chosen}) {row['chosen']:8.1f} ms  (depthwise {row['dw']:6.1f} ms)", flush=True)
     return rows
-
-
-def depthwise_layer(config: RunConfig, layout: str, path: str):
-    """One of the run's depthwise layers, forward + backward by `path`, on random tokens (B, h, 32/p, 32/p)."""
-    fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
-    size = IMAGE_SIZE // config.p
-    gen = torch.Generator().manual_seed(1)
-    x = torch.randn(config.batch_size, config.h, size, size, generator=gen).contiguous(memory_format=fmt)
-    grad = torch.randn(x.shape, generator=gen).contiguous(memory_format=fmt)
-    conv = DepthwiseConv2d(config.h, config.k).to(memory_format=fmt)
-    conv.path = path
-    x.requires_grad_()
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.amp)
-
-    def call() -> None:
-        with torch.autocast("cpu", dtype=dtype or torch.bfloat16, enabled=dtype is not None):
-            y = conv(x)
-        y.backward(grad.to(y.dtype))
-        x.grad = conv.weight.grad = conv.bias.grad = None
-
-    return call
 
 
 def table(shape: str, layout: str, amp: str, rows: list[dict]) -> str:

@@ -65,10 +65,10 @@ def sweep(
     local = LocalFlags(gpus, per_gpu, workers)
     slurm = SlurmFlags(partition, time, gpus_per_run, cpus_per_run, mem, account, max_parallel, slurm_extra, wait)
     _check_flags(executor, tflops, tracker, local, slurm)
+    layout = local.layout() if executor == "local" else slurm.layout(executor)  # checks the values: before planning
     typed = {key: (value, f"--{key.replace('_', '-')}") for key, value in
              (("tracker", tracker), ("wandb_project", wandb_project)) if value is not None}
     plan = make_plan(file, results, overrides=set_, seeds=parse_seeds(seeds), typed=typed)
-    layout = local.layout() if executor == "local" else slurm.layout(executor)
     probing = probe_ and probe.enabled()
     if dry_run:
         todo, _ = select_runs(plan, rerun_failed)

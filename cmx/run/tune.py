@@ -142,10 +142,10 @@ def probe_and_cache(config: RunConfig, options: list[tuple[str, str]]):
     return best, timings, paths
 
 
-def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[str, dict[str, float]]:
-    """The depthwise path (run/depthwise.py) whose forward + backward of one of the run's depthwise layers is
-    fastest here, in this layout and precision; (path, seconds per path). A path whose first call takes
-    over 3× the best so far is not timed further (oneDNN's slow kernels can take seconds a call)."""
+def depthwise_layer(config: RunConfig, layout: str, precision: str) -> tuple[DepthwiseConv2d, Callable[[], None]]:
+    """One of the run's depthwise layers on random tokens (B, h, 32/p, 32/p) in `layout`, and a call of its
+    forward + backward under `precision`'s autocast: what the probe times per path (set `conv.path`), and
+    benchmarks/kernel_scan.py beside the whole step."""
     size = IMAGE_SIZE // config.p  # the token grid after the patch embedding
     gen = torch.Generator().manual_seed(0)
     placed = candidate(layout, precision)
@@ -155,15 +155,27 @@ def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[s
     conv = DepthwiseConv2d(config.h, config.k).to(memory_format=fmt)
     x.requires_grad_()
 
-    def once() -> float:
-        start = time.perf_counter()
+    def call() -> None:
         with placed.autocast():
             y = conv(x)
         y.backward(grad.to(y.dtype))
         x.grad = conv.weight.grad = conv.bias.grad = None
+
+    return conv, call
+
+
+def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[str, dict[str, float]]:
+    """The depthwise path (run/depthwise.py) whose forward + backward of one of the run's depthwise layers is
+    fastest here, in this layout and precision; (path, seconds per path). A path whose first call takes
+    over 3× the best so far is not timed further (oneDNN's slow kernels can take seconds a call)."""
+    conv, call = depthwise_layer(config, layout, precision)
+
+    def once() -> float:
+        start = time.perf_counter()
+        call()
         return time.perf_counter() - start
 
-    first_guess = default_conv_path(config.k, placed.channels_last)
+    first_guess = default_conv_path(config.k, layout == "channels_last")
     order = [first_guess] + [p for p in PATHS if p != first_guess]
     timings: dict[str, float] = {}
     for path in order:

@@ -21,6 +21,14 @@ import torch
 from ..errors import UserError
 from ..files import atomic_write_bytes
 
+
+def _serialised(obj: Any) -> bytes:
+    """torch.save into memory first: the file is then written whole, atomically, or not at all."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
 def rng_state(generators: dict[str, torch.Generator]) -> dict[str, Any]:
     return {
         "python": random.getstate(),
@@ -40,10 +48,9 @@ def set_rng_state(state: dict[str, Any], generators: dict[str, torch.Generator])
 
 def save(path: Path, state: dict[str, Any]) -> None:
     """Atomically replace `path`; on failure (e.g. disk full) the previous checkpoint is kept."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
+    data = _serialised(state)
     try:
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, data)
     except OSError as err:
         raise UserError(f"cannot write checkpoint {path} ({err.strerror or err}); "
                         f"the previous checkpoint is kept") from None
@@ -62,6 +69,4 @@ def load(path: Path) -> dict[str, Any] | None:
 
 def save_weights(path: Path, weights: dict[str, torch.Tensor]) -> None:
     """model.pt: a state_dict of CPU tensors, so it loads on any machine without map_location."""
-    buffer = io.BytesIO()
-    torch.save(weights, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_bytes(path, _serialised(weights))

@@ -157,7 +157,7 @@ class Claim:
     content: dict
     heartbeat_s: float = HEARTBEAT_S
     on_lost: Callable[[], None] | None = None
-    progress: Callable[[], dict | None] = lambda: None  # the run's status (RunDir.status): its epoch reached
+    progress: Callable[[], dict | None] = lambda: None  # the run's status (RunDir.status): the epoch reached
     lost: threading.Event = field(default_factory=threading.Event)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -228,7 +228,7 @@ class Claim:
 
 
 def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: float = HEARTBEAT_S,
-            on_lost: Callable[[], None] | None = None, *, progress: Callable[[], dict | None] | None = None) -> Claim:
+            on_lost: Callable[[], None] | None = None, *, progress: Callable[[], dict | None] = lambda: None) -> Claim:
     """Claim `run_dir` for this process and start its heartbeat; RunBusy (exit 4) when a live process holds it.
     `progress()`: the run's status (RunDir passes its reader), whose epoch the heartbeats record.
 
@@ -251,8 +251,7 @@ def acquire(run_dir: str | os.PathLike, epochs: int | None = None, heartbeat_s: 
             if is_live(claim):
                 raise _busy(run_dir, claim)
             if _link(tmp, folder / f"{n + 1}.json"):
-                return Claim(run_dir, n + 1, content, heartbeat_s, on_lost,
-                             progress or (lambda: None)).start_heartbeat()
+                return Claim(run_dir, n + 1, content, heartbeat_s, on_lost, progress).start_heartbeat()
             n += 1  # someone else created n + 1 first: judge theirs
             claim = read_json(folder / f"{n}.json")
     finally:

@@ -109,11 +109,11 @@ class LocalFlags:
                                          ("--workers", self.workers)) if value is not None]
 
     def check(self) -> None:
+        """Flags that do not go together (their values are checked by `layout()`)."""
         if self.per_gpu is not None and self.gpus is None:
             raise UserError("--per-gpu needs --gpus (on CPU use --workers)")
         if self.workers is not None and self.gpus is not None:
             raise UserError("--workers is for CPU runs; with --gpus use --per-gpu to run several runs per GPU")
-        self.layout()  # every value checked before anything is planned or launched
 
     def gpu_list(self) -> list[str] | None:
         if self.gpus is None:

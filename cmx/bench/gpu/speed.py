@@ -210,7 +210,8 @@ def profile_step(report, config: RunConfig, device: torch.device, data: Inputs) 
     torch.profiler; per-step ms by kind, idle gaps against the same chunk's wall time without the profiler."""
     bs = config.batch_size
     chunk = aug_chunk_batches(bs, data.images.shape[0])
-    step, _ = cmx_train_step(config, place(config, device=device), data.x[:bs], data.targets[:bs])
+    placement = place(config, device=device)
+    step, _ = cmx_train_step(config, placement, data.x[:bs], data.targets[:bs])
     span, span_labels = data.images[:chunk * bs], data.labels[:chunk * bs]
 
     def loop() -> None:
@@ -226,7 +227,8 @@ def profile_step(report, config: RunConfig, device: torch.device, data: Inputs) 
     idle_ms = max(0.0, wall_us - kernels_us) / chunk / 1000
     dw_us = totals[P.DEPTHWISE_FWD] + totals[P.DEPTHWISE_BWD]
     dw_share = dw_us / max(kernels_us, 1e-9)
-    traffic = P.depthwise_bytes(bs, config.h, config.d, config.p, 2 if config.amp == "bf16" else 4)
+    element = 4 if placement.amp_dtype is None else torch.finfo(placement.amp_dtype).bits // 8  # bytes
+    traffic = P.depthwise_bytes(bs, config.h, config.d, config.p, element)
     gb_s = {kind: traffic[key] * chunk / (totals[name] / 1e6) / 1e9 if totals[name] > 0 else None
             for kind, key, name in (("fwd", "fwd", P.DEPTHWISE_FWD), ("bwd", "bwd", P.DEPTHWISE_BWD))}
     parts = ", ".join(f"{kind} {ms:.2f}" for kind, ms in per_step.items() if ms > 0)
