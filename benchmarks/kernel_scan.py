@@ -10,6 +10,9 @@ by k9's in the same column, so 1.00 means the step costs exactly its FLOP share.
 (one layer's forward + backward by the chosen path, × depth, timed in the same rounds) are split out: their
 "dw ×k9" is what choosing a convolution path controls, and "rest" (the step minus them: the embedding, the
 pointwise convolutions, BatchNorm, GELU, residual adds, the head, AdamW) is the part that does not grow with k.
+The last column, "×k9 if dw at k9's rate", is the step's per-FLOP ratio had its depthwise layers cost k9's ms
+per depthwise GFLOP: what a path as efficient as k9's would reach at that k, k9 staying as measured; "×k9 if
+dw were free" the same with depthwise layers that cost nothing, a bound no convolution path can beat.
 
     python benchmarks/kernel_scan.py                                  # 64/4 p2 b128 and 256/8 p1 b64, fp32
     python benchmarks/kernel_scan.py --shapes 64/4/2/128 --amp bf16 --ks 3,9,15 --rounds 5
@@ -97,15 +100,21 @@ def table(shape: str, layout: str, amp: str, rows: list[dict]) -> str:
     k9 = next((r for r in rows if r["k"] == 9), rows[0])
     lines = [f"\n{shape}, {layout}, {amp}: ms/step (ms/GFLOP; per-FLOP vs k{k9['k']} in the same column)",
              "| k | GFLOP/step | stock ms | stock ms/GF | stock ×k9 | chosen path | chosen ms | chosen ms/GF | chosen ×k9 "
-             "| dw ms | dw ×k9 | rest ms |",
-             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|"]
+             "| dw ms | dw ×k9 | rest ms | ×k9 if dw at k9's rate | ×k9 if dw were free |",
+             "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    k9_dw_rate = k9["dw"] / k9["dw_gflop"]
     for r in rows:
         per = {name: r[name] / r["gflop"] for name in ("stock", "chosen")}
         rel = {name: per[name] / (k9[name] / k9["gflop"]) for name in per}
-        dw_rel = (r["dw"] / r["dw_gflop"]) / (k9["dw"] / k9["dw_gflop"])
+        dw_rel = (r["dw"] / r["dw_gflop"]) / k9_dw_rate
+        # What a convolution path can reach at best: the step if its depthwise layers cost k9's ms per GFLOP
+        # and the rest stayed as measured (the rest has no k in it; only its FLOP-free part breaks the ratio).
+        k9_rate = k9["chosen"] / k9["gflop"]
+        reach = ((r["chosen"] - r["dw"] + k9_dw_rate * r["dw_gflop"]) / r["gflop"]) / k9_rate
+        free = ((r["chosen"] - r["dw"]) / r["gflop"]) / k9_rate  # no path does better than a free one
         lines.append(f"| {r['k']} | {r['gflop']:.2f} | {r['stock']:.0f} | {per['stock']:.1f} | {rel['stock']:.2f} | "
                      f"{r['path']} | {r['chosen']:.0f} | {per['chosen']:.1f} | {rel['chosen']:.2f} | "
-                     f"{r['dw']:.0f} | {dw_rel:.2f} | {r['chosen'] - r['dw']:.0f} |")
+                     f"{r['dw']:.0f} | {dw_rel:.2f} | {r['chosen'] - r['dw']:.0f} | {reach:.2f} | {free:.2f} |")
     return "\n".join(lines)
 
 

@@ -102,12 +102,41 @@ def test_an_old_cache_entry_spelt_fp32_is_read_as_off(monkeypatch, tmp_path):
     monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("the cached entry was not read"))
     monkeypatch.setattr(tune, "cpu_has_native_bf16", lambda: True)
     config = tiny()
-    cache.write_cache(tune.CACHE, {tune.cache_key(config): {
-        "layout": "nchw", "precision": "fp32", "conv_path": "padded", "ms_per_step": {"nchw fp32": 1.0}}})
+    cache.write_cache(tune.CACHE, {tune.cache_key(config): {  # as written before conv_paths and "off"
+        "layout": "nchw", "precision": "fp32", "conv_path": "padded",
+        "ms_per_step": {"nchw fp32": 1.0, "channels_last fp32": 2.0, "nchw bf16": 3.0, "channels_last bf16": 4.0}}})
     assert tune.place(config, say=lambda msg: None) == Placement(CPU, "off", False, "padded", "cached probe")
-    tune.write_cache(tune.cache_key(config), "channels_last", "bf16", "wgrad", {("channels_last", "bf16"): 0.5})
+    tune.write_cache(tune.cache_key(config), "channels_last", "bf16", "wgrad", {("channels_last", "bf16"): 0.5},
+                     {("channels_last", "bf16"): "wgrad"})
     written = json.loads(tune.cache_path().read_text())[tune.cache_key(config)]
     assert written["precision"] == "bf16" and written["ms_per_step"] == {"channels_last bf16": 500.0}
+    assert written["conv_paths"] == {"channels_last bf16": "wgrad"}
+
+
+def test_a_probe_of_fewer_candidates_does_not_answer_for_more(monkeypatch, tmp_path):
+    """An `--amp off` probe's winner says nothing of bf16: an `--amp auto` run probes again. A probe of more
+    candidates answers for fewer, with the fastest of those asked for and its own conv path."""
+    monkeypatch.setenv("CMX_CPU_TUNE", "on")
+    monkeypatch.setenv("CMX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tune, "cpu_has_native_bf16", lambda: True)
+    probed = []
+
+    def fake_probe(config, options):  # bf16 fastest, then channels_last fp32; a different path for each
+        probed.append(list(options))
+        ms = {("channels_last", "bf16"): 1.0, ("nchw", "bf16"): 1.5, ("channels_last", "off"): 2.0,
+              ("nchw", "off"): 3.0}
+        return {o: ms[o] for o in options}, {o: "padded" if o[1] == "off" else "wgrad" for o in options}
+
+    monkeypatch.setattr(tune, "probe_in_child", fake_probe)
+    say = lambda msg: None  # noqa: E731
+    assert tune.place(tiny(amp="off"), say=say) == Placement(CPU, "off", True, "padded", "probe")
+    assert tune.place(tiny(amp="off"), say=say).chosen_by == "cached probe"
+    assert tune.place(tiny(), say=say) == Placement(CPU, "bf16", True, "wgrad", "probe")  # probed again
+    assert len(probed) == 2 and len(probed[1]) == 4
+    assert tune.place(tiny(amp="off"), say=say) == Placement(CPU, "off", True, "padded", "cached probe")
+    assert tune.place(tiny(amp="off", channels_last=False), say=say) == \
+        Placement(CPU, "off", False, "padded", "cached probe")
+    assert len(probed) == 2
 
 
 # ---------------------------------------------------------------------- the CUDA rules, on a CPU

@@ -38,10 +38,10 @@ from .. import cache
 from ..config import RunConfig
 from .depthwise import PATHS, DepthwiseConv2d
 from .engine import Engine
-from .placement import (Placement, all_fixed, default_conv_path, from_flags, keep_settings, resolve_device)
+from .placement import Placement, all_fixed, from_flags, keep_settings, resolve_device
 
 PROBE_WARMUP, PROBE_STEPS = 2, 3
-CONV_PROBE_STEPS = 2  # timed forward + backward calls of one depthwise layer per path (after one untimed)
+CONV_PROBE_ROUNDS = 5  # interleaved rounds of one timed forward + backward call per depthwise path
 CPU = torch.device("cpu")
 CACHE = "cpu_settings.json"  # in $CMX_CACHE_DIR (cmx/cache.py)
 _OLD_SPELLING = {"fp32": "off"}  # cache entries written before precision had one spelling
@@ -93,12 +93,27 @@ def candidates(config: RunConfig) -> list[tuple[str, str]]:
     return [(layout, precision) for precision in precisions for layout in layouts]
 
 
-def read_cached(config: RunConfig) -> tuple[str, str, str] | None:
-    """(layout, precision, conv path) cached for this machine and shape, or None."""
+def read_cached(config: RunConfig, options: list[tuple[str, str]]) -> tuple[str, str, str] | None:
+    """(layout, precision, conv path) cached for this machine and shape, or None. Only a probe that timed
+    every one of `options` answers for them (the entry's ms_per_step names what it timed): the winner of an
+    `--amp off` probe says nothing of bf16, so an `--amp auto` run probes again. From a probe of more
+    candidates than `options`, the fastest of `options` is taken (each candidate's conv path is kept)."""
     entry = cache.read_cache(CACHE).get(cache_key(config))
     if not entry or "conv_path" not in entry:
         return None
-    return entry["layout"], _OLD_SPELLING.get(entry["precision"], entry["precision"]), entry["conv_path"]
+
+    def spelt(key: str) -> tuple[str, str]:
+        layout, precision = key.split(" ")
+        return layout, _OLD_SPELLING.get(precision, precision)
+
+    ms = {spelt(key): value for key, value in entry.get("ms_per_step", {}).items()}
+    paths = {spelt(key): value for key, value in entry.get("conv_paths", {}).items()}
+    paths.setdefault((entry["layout"], _OLD_SPELLING.get(entry["precision"], entry["precision"])),
+                     entry["conv_path"])  # entries written before conv_paths: the winner's only
+    if not set(options) <= set(ms):
+        return None
+    best = min(options, key=ms.get)
+    return (*best, paths[best]) if best in paths else None
 
 
 def choose_on_cpu(config: RunConfig, say: Callable[[str], None]) -> Placement:
@@ -106,8 +121,8 @@ def choose_on_cpu(config: RunConfig, say: Callable[[str], None]) -> Placement:
     options = candidates(config)
     if len(options) == 1 and config.conv_path != "auto":  # e.g. --channels-last on a CPU without native bf16
         return candidate(*options[0], config.conv_path, "flags")
-    cached = read_cached(config)
-    if cached and cached[:2] in options:
+    cached = read_cached(config, options)
+    if cached:
         layout, precision, conv = cached
         how = "cached probe"
     else:
@@ -138,7 +153,7 @@ def probe_and_cache(config: RunConfig, options: list[tuple[str, str]]):
     """Probe `options`, cache the fastest for this machine and shape; ((layout, precision), timings, paths)."""
     timings, paths = probe_in_child(config, options)
     best = min(timings, key=timings.get)
-    write_cache(cache_key(config), *best, paths[best], timings)
+    write_cache(cache_key(config), *best, paths[best], timings, paths)
     return best, timings, paths
 
 
@@ -166,25 +181,29 @@ def depthwise_layer(config: RunConfig, layout: str, precision: str) -> tuple[Dep
 
 def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[str, dict[str, float]]:
     """The depthwise path (run/depthwise.py) whose forward + backward of one of the run's depthwise layers is
-    fastest here, in this layout and precision; (path, seconds per path). A path whose first call takes
-    over 3× the best so far is not timed further (oneDNN's slow kernels can take seconds a call)."""
+    fastest here, in this layout and precision; (path, median seconds per path). Each path is called once
+    untimed (the first call in a process also pays oneDNN's one-time setup: 330 ms against 5), then timed in
+    CONV_PROBE_ROUNDS interleaved rounds, one call of each path per round, so that a burst of background
+    load falls on every path alike (timing each path's calls back to back let a burst pick the wrong one).
+    A path over 3× the best in the first round is not timed further (oneDNN's slow kernels can take
+    seconds a call)."""
     conv, call = depthwise_layer(config, layout, precision)
 
-    def once() -> float:
+    def once(path: str) -> float:
+        conv.path = path
         start = time.perf_counter()
         call()
         return time.perf_counter() - start
 
-    first_guess = default_conv_path(config.k, layout == "channels_last")
-    order = [first_guess] + [p for p in PATHS if p != first_guess]
-    timings: dict[str, float] = {}
-    for path in order:
-        conv.path = path
-        first = once()
-        if timings and first > 3 * min(timings.values()):
-            timings[path] = first
-            continue
-        timings[path] = min(once() for _ in range(CONV_PROBE_STEPS))
+    for path in PATHS:
+        once(path)
+    rounds = {path: [once(path)] for path in PATHS}
+    fastest_first = min(times[0] for times in rounds.values())
+    timed = [path for path in PATHS if rounds[path][0] <= 3 * fastest_first]
+    for _ in range(CONV_PROBE_ROUNDS - 1):
+        for path in timed:
+            rounds[path].append(once(path))
+    timings = {path: statistics.median(times) for path, times in rounds.items()}
     return min(timings, key=timings.get), timings
 
 
@@ -224,10 +243,13 @@ def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> tuple[d
     return timings, paths
 
 
-def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: dict) -> None:
+def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: dict,
+                paths: dict | None = None) -> None:
+    """Cache a probe's choice, its timings and each candidate's conv path (`paths`) under `key`."""
     entries = cache.read_cache(CACHE)
     entries[key] = {"layout": layout, "precision": precision, "conv_path": conv_path,
-                    "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()}}
+                    "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()},
+                    "conv_paths": {f"{lay} {prec}": path for (lay, prec), path in (paths or {}).items()}}
     cache.write_cache(CACHE, entries)
 
 
