@@ -106,8 +106,7 @@ def test_an_old_cache_entry_spelt_fp32_is_read_as_off(monkeypatch, tmp_path):
         "layout": "nchw", "precision": "fp32", "conv_path": "padded",
         "ms_per_step": {"nchw fp32": 1.0, "channels_last fp32": 2.0, "nchw bf16": 3.0, "channels_last bf16": 4.0}}})
     assert tune.place(config, say=lambda msg: None) == Placement(CPU, "off", False, "padded", "cached probe")
-    tune.write_cache(tune.cache_key(config), "channels_last", "bf16", "wgrad", {("channels_last", "bf16"): 0.5},
-                     {("channels_last", "bf16"): "wgrad"})
+    tune.write_cache(config, {("channels_last", "bf16"): 0.5}, {("channels_last", "bf16"): "wgrad"})
     written = json.loads(tune.cache_path().read_text())[tune.cache_key(config)]
     assert written["precision"] == "bf16" and written["ms_per_step"] == {"channels_last bf16": 500.0}
     assert written["conv_paths"] == {"channels_last bf16": "wgrad"}
@@ -177,3 +176,22 @@ def test_the_run_generators_are_seed_and_seed_plus_one():
     assert torch.equal(torch.randperm(50, generator=gens["shuffle"]),
                        torch.randperm(50, generator=torch.Generator().manual_seed(4)))
     assert torch.equal(torch.rand(5, generator=gens["augment"]), torch.rand(5, generator=torch.Generator().manual_seed(5)))
+
+
+def test_an_even_kernel_probed_before_the_odd_paths_existed_is_probed_again(monkeypatch, tmp_path):
+    """A cache entry says which conv paths its probe timed; one that did not time the odd- paths (every entry
+    written before them) does not answer for an even kernel, where they are candidates, but still does for
+    an odd one, where they are not."""
+    monkeypatch.setenv("CMX_CPU_TUNE", "on")
+    monkeypatch.setenv("CMX_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(tune, "cpu_has_native_bf16", lambda: False)
+    probed = []
+    monkeypatch.setattr(tune, "probe_in_child", lambda config, options: probed.append(config.k) or (
+        {o: 1.0 for o in options}, {o: "odd-wgrad" if config.k % 2 == 0 else "wgrad" for o in options}))
+    old = {"layout": "nchw", "precision": "off", "conv_path": "padded",
+           "ms_per_step": {"nchw off": 1.0, "channels_last off": 2.0}}
+    cache.write_cache(tune.CACHE, {tune.cache_key(tiny(k=k)): old for k in (5, 8)})
+    say = lambda msg: None  # noqa: E731
+    assert tune.place(tiny(k=5), say=say) == Placement(CPU, "off", False, "padded", "cached probe")
+    assert tune.place(tiny(k=8), say=say).conv_path == "odd-wgrad" and probed == [8]
+    assert tune.place(tiny(k=8), say=say).chosen_by == "cached probe" and probed == [8]

@@ -9,7 +9,7 @@ import torch
 from cmx.cli.app import main
 from cmx.run import tune
 from cmx.config import RunConfig
-from cmx.run.depthwise import PATHS
+from cmx.run.depthwise import PATHS, paths_for
 from cmx.run.placement import Placement
 
 CPU = torch.device("cpu")
@@ -102,7 +102,13 @@ def test_the_conv_probe_times_every_path_and_returns_the_fastest(monkeypatch):
 
     monkeypatch.setattr(depthwise._DepthwiseConvCPU, "forward", staticmethod(forward))
     best, timings = tune.fastest_conv_path(tiny(k=5), "channels_last", "off")
-    assert set(timings) == set(PATHS) and best != "padded" and best == min(timings, key=timings.get)
+    assert set(timings) == set(paths_for(5)) and best != "padded" and best == min(timings, key=timings.get)
+    assert not any(path.startswith("odd-") for path in timings)  # for odd k they are their base paths
+
+
+def test_for_an_even_kernel_the_probe_also_times_it_as_the_odd_one_a_size_larger():
+    _, timings = tune.fastest_conv_path(tiny(k=4), "nchw", "off")
+    assert set(timings) == set(PATHS) and {"odd-stock", "odd-wgrad"} <= set(timings)
 
 
 def test_without_the_probe_the_default_path_follows_the_measured_rule(monkeypatch):

@@ -10,8 +10,8 @@ $CMX_CACHE_DIR/cpu_settings.json (default ~/.cache/cmx), so the probe runs once 
 --tune` runs it explicitly. The choice is not part of the run id (like --device). `CMX_CPU_TUNE=off` skips
 the probe (the defaults are then channels_last, fp32 and `default_conv_path`), which the test suite uses
 for determinism. The probe also chooses, per candidate, how the depthwise convolution is computed
-(run/depthwise.py's PATHS): one depthwise layer's forward + backward is timed by each path first, and the
-candidate's step is timed with the fastest.
+(run/depthwise.py's `paths_for(k)`: the odd- paths only for even k): one depthwise layer's forward +
+backward is timed by each path first, and the candidate's step is timed with the fastest.
 On CUDA nothing is probed: bf16 autocast (fp16 without bf16) and channels_last are the known-good choice.
 
 `place` is the one resolver of a run's `Placement` (placement.py): the flags, a resumed run's kept settings,
@@ -36,7 +36,7 @@ from ..cifar import IMAGE_SIZE
 from ..machine import cpu_model
 from .. import cache
 from ..config import RunConfig
-from .depthwise import PATHS, DepthwiseConv2d
+from .depthwise import BASE_PATHS, DepthwiseConv2d, paths_for
 from .engine import Engine
 from .placement import Placement, all_fixed, from_flags, keep_settings, resolve_device
 
@@ -101,6 +101,8 @@ def read_cached(config: RunConfig, options: list[tuple[str, str]]) -> tuple[str,
     entry = cache.read_cache(CACHE).get(cache_key(config))
     if not entry or "conv_path" not in entry:
         return None
+    if not set(probed_paths(config)) <= set(entry.get("paths_timed", BASE_PATHS)):
+        return None  # probed before some of today's paths existed
 
     def spelt(key: str) -> tuple[str, str]:
         layout, precision = key.split(" ")
@@ -153,7 +155,7 @@ def probe_and_cache(config: RunConfig, options: list[tuple[str, str]]):
     """Probe `options`, cache the fastest for this machine and shape; ((layout, precision), timings, paths)."""
     timings, paths = probe_in_child(config, options)
     best = min(timings, key=timings.get)
-    write_cache(cache_key(config), *best, paths[best], timings, paths)
+    write_cache(config, timings, paths)
     return best, timings, paths
 
 
@@ -181,7 +183,7 @@ def depthwise_layer(config: RunConfig, layout: str, precision: str) -> tuple[Dep
 
 def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[str, dict[str, float]]:
     """The depthwise path (run/depthwise.py) whose forward + backward of one of the run's depthwise layers is
-    fastest here, in this layout and precision; (path, median seconds per path). Each path is called once
+    fastest here, in this layout and precision; (path, median seconds per path), among `paths_for(k)`. Each path is called once
     untimed (the first call in a process also pays oneDNN's one-time setup: 330 ms against 5), then timed in
     CONV_PROBE_ROUNDS interleaved rounds, one call of each path per round, so that a burst of background
     load falls on every path alike (timing each path's calls back to back let a burst pick the wrong one).
@@ -195,11 +197,12 @@ def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[s
         call()
         return time.perf_counter() - start
 
-    for path in PATHS:
+    paths = paths_for(config.k)
+    for path in paths:
         once(path)
-    rounds = {path: [once(path)] for path in PATHS}
+    rounds = {path: [once(path)] for path in paths}
     fastest_first = min(times[0] for times in rounds.values())
-    timed = [path for path in PATHS if rounds[path][0] <= 3 * fastest_first]
+    timed = [path for path in paths if rounds[path][0] <= 3 * fastest_first]
     for _ in range(CONV_PROBE_ROUNDS - 1):
         for path in timed:
             rounds[path].append(once(path))
@@ -243,14 +246,23 @@ def probe_in_child(config: RunConfig, options: list[tuple[str, str]]) -> tuple[d
     return timings, paths
 
 
-def write_cache(key: str, layout: str, precision: str, conv_path: str, timings: dict,
-                paths: dict | None = None) -> None:
-    """Cache a probe's choice, its timings and each candidate's conv path (`paths`) under `key`."""
+def write_cache(config: RunConfig, timings: dict, paths: dict) -> None:
+    """Cache a probe of `config`'s shape: the fastest candidate, every candidate's seconds per step and conv
+    path, and which conv paths were timed (a later probe that has more to choose from is not answered by
+    it: entries from before the odd- paths say nothing of them)."""
+    best = min(timings, key=timings.get)
     entries = cache.read_cache(CACHE)
-    entries[key] = {"layout": layout, "precision": precision, "conv_path": conv_path,
-                    "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()},
-                    "conv_paths": {f"{lay} {prec}": path for (lay, prec), path in (paths or {}).items()}}
+    entries[cache_key(config)] = {
+        "layout": best[0], "precision": best[1], "conv_path": paths[best],
+        "ms_per_step": {f"{lay} {prec}": round(1000 * s, 2) for (lay, prec), s in timings.items()},
+        "conv_paths": {f"{lay} {prec}": path for (lay, prec), path in paths.items()},
+        "paths_timed": probed_paths(config)}
     cache.write_cache(CACHE, entries)
+
+
+def probed_paths(config: RunConfig) -> list[str]:
+    """The conv paths a probe of `config` chooses among."""
+    return paths_for(config.k) if config.conv_path == "auto" else [config.conv_path]
 
 
 if __name__ == "__main__":  # the child of probe_in_child: one JSON line of seconds per step
