@@ -17,9 +17,10 @@ row and column are zero ("same" padding puts even k's extra zero after, so k8 is
 w9[:, 0] = 0): its convolution and input gradient are the k+1 ones, its weight gradient theirs without the
 first row and column, and oneDNN's symmetric kernels are faster at k9 than its asymmetric ones at k8 (one
 256-channel 32² layer, batch 64, fp32, 2 threads on an AVX-512 EPYC: 305 ms at k9 against 363–455 ms at k8
-channels_last, 304 against 390–900 NCHW). The `odd-` paths compute even k that way. Which combination wins depends on the CPU, the layout, the
-precision and the shape, so `PATHS` names them and the CPU probe (tune.py) times each on the run's shape
-and picks one per machine and shape; CUDA (cuDNN) and inference always use `nn.Conv2d` as is.
+channels_last, 304 against 390–900 NCHW). The `odd-` paths compute even k that way.
+
+Which combination wins depends on the CPU, the layout, the precision and the shape, so `PATHS` names
+them and the CPU probe (tune.py) times each on the run's shape and picks one per machine and shape; CUDA (cuDNN) and inference always use `nn.Conv2d` as is.
 
 The paths compute the same convolution: forward, input and weight gradients equal PyTorch's to float
 rounding (tests/test_depthwise.py). They differ in summation order, so a run's numbers depend (within
