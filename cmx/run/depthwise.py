@@ -20,7 +20,8 @@ first row and column, and oneDNN's symmetric kernels are faster at k9 than its a
 channels_last, 304 against 390–900 NCHW). The `odd-` paths compute even k that way.
 
 Which combination wins depends on the CPU, the layout, the precision and the shape, so `PATHS` names
-them and the CPU probe (tune.py) times each on the run's shape and picks one per machine and shape; CUDA (cuDNN) and inference always use `nn.Conv2d` as is.
+them and the CPU probe (tune.py) times each on the run's shape and picks one per machine and shape;
+CUDA (cuDNN) and inference always use `nn.Conv2d` as is.
 
 The paths compute the same convolution: forward, input and weight gradients equal PyTorch's to float
 rounding (tests/test_depthwise.py). They differ in summation order, so a run's numbers depend (within
