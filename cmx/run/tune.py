@@ -186,9 +186,9 @@ def fastest_conv_path(config: RunConfig, layout: str, precision: str) -> tuple[s
     fastest here, in this layout and precision, among `paths_for(k)`; (path, median seconds per path). Each
     path is called once untimed (the first call in a process also pays oneDNN's one-time setup: 330 ms
     against 5), then timed in CONV_PROBE_ROUNDS interleaved rounds, one call of each path per round, so that
-    a burst of background load falls on every path alike (timing each path's calls back to back let a burst pick the wrong one).
-    A path over 3× the best in the first round is not timed further (oneDNN's slow kernels can take
-    seconds a call)."""
+    a burst of background load falls on every path alike (timing each path's calls back to back let a burst
+    pick the wrong one). A path over 3× the best in the first round is not timed further (oneDNN's slow
+    kernels can take seconds a call)."""
     conv, call = depthwise_layer(config, layout, precision)
 
     def once(path: str) -> float:
