@@ -102,14 +102,13 @@ def table(shape: str, layout: str, amp: str, rows: list[dict]) -> str:
              "| k | GFLOP/step | stock ms | stock ms/GF | stock ×k9 | chosen path | chosen ms | chosen ms/GF | chosen ×k9 "
              "| dw ms | dw ×k9 | rest ms | ×k9 if dw at k9's rate | ×k9 if dw were free |",
              "|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    k9_dw_rate = k9["dw"] / k9["dw_gflop"]
+    k9_dw_rate, k9_rate = k9["dw"] / k9["dw_gflop"], k9["chosen"] / k9["gflop"]
     for r in rows:
         per = {name: r[name] / r["gflop"] for name in ("stock", "chosen")}
         rel = {name: per[name] / (k9[name] / k9["gflop"]) for name in per}
         dw_rel = (r["dw"] / r["dw_gflop"]) / k9_dw_rate
         # What a convolution path can reach at best: the step if its depthwise layers cost k9's ms per GFLOP
         # and the rest stayed as measured (the rest has no k in it; only its FLOP-free part breaks the ratio).
-        k9_rate = k9["chosen"] / k9["gflop"]
         reach = ((r["chosen"] - r["dw"] + k9_dw_rate * r["dw_gflop"]) / r["gflop"]) / k9_rate
         free = ((r["chosen"] - r["dw"]) / r["gflop"]) / k9_rate  # no path does better than a free one
         lines.append(f"| {r['k']} | {r['gflop']:.2f} | {r['stock']:.0f} | {per['stock']:.1f} | {rel['stock']:.2f} | "
