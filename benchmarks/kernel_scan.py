@@ -1,18 +1,18 @@
 """The training step across kernel sizes on CPU: ms per step and ms per GFLOP, per layout, before/after.
 
-Why: a CPU user's Table 8 sweep is a kernel scan, and oneDNN's depthwise kernels are not proportional to
-their FLOPs (run/depthwise.py). For each model shape, memory layout and k this builds two engines — the
-depthwise convolution by oneDNN's own kernels ("stock", what cmx did before the per-shape paths) and by
-the path the CPU probe chooses for the shape ("chosen", tune.fastest_conv_path) — and times their training
-steps interleaved round by round (the same background load hits both). The FLOPs are the analytic
+Why: a CPU user's Table 8 sweep is a kernel scan, and oneDNN's depthwise kernels are not proportional to their
+FLOPs (run/depthwise.py). For each model shape, memory layout and k this builds two engines — the depthwise
+convolution by oneDNN's own kernels ("stock", what cmx did before the per-shape paths) and by the path the CPU
+probe chooses for the shape ("chosen", tune.fastest_conv_path) — and times their training steps interleaved
+round by round, every k in the same rounds (the same background load hits all). The FLOPs are the analytic
 convolution + head FLOPs × 3 (forward + backward, sweep/estimate.py); "per-FLOP vs k9" divides each ms/GFLOP
 by k9's in the same column, so 1.00 means the step costs exactly its FLOP share. The depthwise layers alone
 (one layer's forward + backward by the chosen path, × depth, timed in the same rounds) are split out: their
 "dw ×k9" is what choosing a convolution path controls, and "rest" (the step minus them: the embedding, the
-pointwise convolutions, BatchNorm, GELU, residual adds, the head, AdamW) is the part that does not grow with k.
-The last column, "×k9 if dw at k9's rate", is the step's per-FLOP ratio had its depthwise layers cost k9's ms
-per depthwise GFLOP: what a path as efficient as k9's would reach at that k, k9 staying as measured; "×k9 if
-dw were free" the same with depthwise layers that cost nothing, a bound no convolution path can beat.
+pointwise convolutions, BatchNorm, GELU, residual adds, the head, AdamW) is the part that does not grow with
+k. The last column, "×k9 if dw at k9's rate", is the step's per-FLOP ratio had its depthwise layers cost k9's
+ms per depthwise GFLOP: what a path as efficient as k9's would reach at that k, k9 staying as measured; "×k9
+if dw were free" the same with depthwise layers that cost nothing, a bound no convolution path can beat.
 
     python benchmarks/kernel_scan.py                                  # 64/4 p2 b128 and 256/8 p1 b64, fp32
     python benchmarks/kernel_scan.py --shapes 64/4/2/128 --amp bf16 --ks 3,9,15 --rounds 5
@@ -66,33 +66,35 @@ def cpu_flags() -> str:
 
 
 def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = False) -> list[dict]:
+    """Every k's stock step, chosen step and depthwise layer, all timed in the same interleaved rounds: the
+    per-FLOP ratios divide one k's time by k9's, so both must see the same minutes of this VM (timed k by k,
+    the k-free "rest" swung ±15% between rows of one scan)."""
     h, d, p, batch = shape
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 3, 32, 32, generator=gen)
     targets = torch.softmax(torch.randn(batch, 10, generator=gen), 1)
-    rows = []
+    steps, rows = {}, []
     for k in ks:
         base = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch, device="cpu", amp=amp,
                          channels_last=layout == "channels_last", data="-")
         chosen, _ = fastest_conv_path(base, layout, amp)
-        steps = {name: cmx_train_step(cfg, place(cfg), x, targets)[0]
-                 for name, cfg in (("stock", base.replace(conv_path="stock")),
-                                   ("chosen", base.replace(conv_path=chosen)))}
-        layer, steps["layer"] = depthwise_layer(base, layout, amp)  # one of the step's layers, by the chosen path
+        for name, cfg in (("stock", base.replace(conv_path="stock")), ("chosen", base.replace(conv_path=chosen))):
+            steps[k, name] = cmx_train_step(cfg, place(cfg), x, targets)[0]
+        layer, steps[k, "layer"] = depthwise_layer(base, layout, amp)  # one of the step's layers, chosen path
         layer.path = chosen
-        for step in steps.values():  # warm-up
-            step()
-        clock = time.process_time if cpu_time else time.perf_counter
-        times = interleaved(steps, rounds, torch.device("cpu"), clock=clock)
-        gflop = TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9
-        dw_gflop = TRAIN_FACTOR * 2 * (IMAGE_SIZE // p) ** 2 * k * k * h * d * batch / 1e9
-        row = {"k": k, "path": chosen, "gflop": gflop, "dw_gflop": dw_gflop}
-        for name, seconds in times.items():
-            row[name] = 1000 * statistics.median(seconds)
+        rows.append({"k": k, "path": chosen, "gflop": TRAIN_FACTOR * forward_flops(h, d, p, k) * batch / 1e9,
+                     "dw_gflop": TRAIN_FACTOR * 2 * (IMAGE_SIZE // p) ** 2 * k * k * h * d * batch / 1e9})
+    for step in steps.values():  # warm-up
+        step()
+    clock = time.process_time if cpu_time else time.perf_counter
+    times = interleaved(steps, rounds, torch.device("cpu"), clock=clock)
+    for row in rows:
+        k = row["k"]
+        for name in ("stock", "chosen", "layer"):
+            row[name] = 1000 * statistics.median(times[k, name])
         row["dw"] = d * row.pop("layer")  # the step's d depthwise layers
-        rows.append(row)
         print(f"  {h}/{d} p{p} b{batch} {layout:>13} {amp:>4} k{k:<2}  stock {row['stock']:8.1f} ms  "
-              f"chosen ({chosen}) {row['chosen']:8.1f} ms  (depthwise {row['dw']:6.1f} ms)", flush=True)
+              f"chosen ({row['path']}) {row['chosen']:8.1f} ms  (depthwise {row['dw']:6.1f} ms)", flush=True)
     return rows
 
 

@@ -25,8 +25,9 @@ CHOICES = {
     "residual": ("eq2", "none", "both"),
     "device": ("auto", "cpu", "cuda"),
     "amp": ("auto", "bf16", "fp16", "off"),
-    "conv_path": ("auto", "stock", "wgrad", "padded", "padded-wgrad",
-                  "odd-stock", "odd-wgrad", "odd-padded", "odd-padded-wgrad"),  # run/depthwise.py's PATHS
+    "conv_path": ("auto", "stock", "wgrad", "padded", "padded-wgrad", "strips", "padded-strips",
+                  "odd-stock", "odd-wgrad", "odd-padded", "odd-padded-wgrad", "odd-strips",
+                  "odd-padded-strips"),  # run/depthwise.py's PATHS
     "tracker": ("none", "tensorboard", "wandb"),
 }
 

@@ -22,7 +22,7 @@ def forward_and_grads(conv, x, g, dtype=None):
 
 
 @pytest.mark.parametrize("path", [p for p in PATHS if p != "stock"])
-@pytest.mark.parametrize("k", [3, 4, 5, 8, 9, 15])
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 7, 8, 9, 15])
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_every_path_equals_the_stock_convolution_forward_and_both_gradients(path, k, channels_last):
     torch.manual_seed(k)
