@@ -69,7 +69,7 @@ class RunConfig:
     device: str = _opt("auto", "auto, cpu or cuda")
     amp: str = _opt("auto", "mixed precision: auto (bf16, else fp16, on CUDA; on CPU the faster of fp32 and bf16 by a cached probe), bf16, fp16, off")
     channels_last: bool | None = _opt(None, "channels_last memory layout (default: on CUDA on; on CPU the faster layout by a cached probe)")
-    conv_path: str = _opt("auto", "CPU depthwise convolution path: auto (the fastest for the shape, by the cached probe), stock (oneDNN), wgrad, padded, padded-wgrad; odd-<one of those>: an even kernel computed as the k+1 one (run/depthwise.py)")
+    conv_path: str = _opt("auto", "CPU depthwise convolution path: auto (the fastest for the shape, by the cached probe), stock (oneDNN), wgrad, padded, padded-wgrad, strips, padded-strips; odd-<one of those>: an even kernel computed as the k+1 one (run/depthwise.py)")
     compile: bool = _opt(False, "torch.compile the model (once per process)")
     data: str = _opt("", "directory holding cifar-10-batches-py (default: $CMX_DATA or data/)")
     # -- live views of the run (not part of its identity either): cmx/run/tracking.py

@@ -42,6 +42,26 @@ def test_the_probe_picks_a_candidate_caches_it_and_is_not_run_again(probing, mon
         (chosen.precision, chosen.channels_last, chosen.conv_path, "cached probe")
 
 
+@pytest.mark.parametrize("paths_timed", [None, ["stock", "wgrad", "padded", "padded-wgrad"]])
+def test_a_cache_entry_from_before_a_path_existed_is_probed_again(probing, monkeypatch, paths_timed):
+    """A probe written before the strips paths (no "paths_timed", or one without them) does not answer for a
+    run whose probe would time them: the machine may be faster by one of them."""
+    config = tiny(k=5)
+    tune.place(config, say=lambda _: None)
+    entries = json.loads(probing.read_text())
+    entry = entries[tune.cache_key(config)]
+    assert "strips" in entry["paths_timed"]
+    if paths_timed is None:
+        del entry["paths_timed"]
+    else:
+        entry["paths_timed"] = paths_timed
+    probing.write_text(json.dumps(entries))
+    probed = []
+    real = tune.probe_in_child
+    monkeypatch.setattr(tune, "probe_in_child", lambda *a: probed.append(1) or real(*a))
+    assert tune.place(config, say=lambda _: None).chosen_by == "probe" and probed
+
+
 def test_flags_win_and_a_new_shape_is_probed_on_its_own(probing, monkeypatch):
     monkeypatch.setattr(tune, "probe_in_child", lambda *a: pytest.fail("flags were given: nothing to probe"))
     assert tune.place(tiny(channels_last=False, amp="off", conv_path="padded")) == \

@@ -36,7 +36,7 @@ from ..cifar import IMAGE_SIZE
 from ..machine import cpu_model
 from .. import cache
 from ..config import RunConfig
-from .depthwise import BASE_PATHS, DepthwiseConv2d, paths_for
+from .depthwise import DepthwiseConv2d, paths_for
 from .engine import Engine
 from .placement import Placement, all_fixed, from_flags, keep_settings, resolve_device
 
@@ -45,6 +45,7 @@ CONV_PROBE_ROUNDS = 5  # interleaved rounds of one timed forward + backward call
 CPU = torch.device("cpu")
 CACHE = "cpu_settings.json"  # in $CMX_CACHE_DIR (cmx/cache.py)
 _OLD_SPELLING = {"fp32": "off"}  # cache entries written before precision had one spelling
+FIRST_PATHS = ("stock", "wgrad", "padded", "padded-wgrad")  # what an entry without "paths_timed" timed
 
 
 def place(config: RunConfig, kept: dict | None = None, device: torch.device | None = None,
@@ -101,7 +102,7 @@ def read_cached(config: RunConfig, options: list[tuple[str, str]]) -> tuple[str,
     entry = cache.read_cache(CACHE).get(cache_key(config))
     if not entry or "conv_path" not in entry:
         return None
-    if not set(probed_paths(config)) <= set(entry.get("paths_timed", BASE_PATHS)):
+    if not set(probed_paths(config)) <= set(entry.get("paths_timed", FIRST_PATHS)):
         return None  # probed before some of today's paths existed
 
     def spelt(key: str) -> tuple[str, str]:
