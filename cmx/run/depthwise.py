@@ -84,8 +84,7 @@ def _weight_grad_by_strips(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.
     c, k = weight.shape[0], weight.shape[-1]
     before, after = same_padding(k)
     width = min(STRIP, k)
-    fmt = torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) \
-        else torch.contiguous_format
+    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     grad_w = weight.new_empty(weight.shape)
     strip = weight.new_empty(c, 1, k, width)  # the shape oneDNN is asked for; its values are not read
     for b in strip_offsets(k):
