@@ -84,12 +84,12 @@ def _weight_grad_by_strips(x: torch.Tensor, grad_y: torch.Tensor, weight: torch.
     c, k = weight.shape[0], weight.shape[-1]
     before, after = same_padding(k)
     width = min(STRIP, k)
-    fmt = torch.channels_last if x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
     grad_w = weight.new_empty(weight.shape)
     strip = weight.new_empty(c, 1, k, width)  # the shape oneDNN is asked for; its values are not read
     for b in strip_offsets(k):
-        # F.pad crops where a side is negative: columns [b - before, b - before + W + width - 1) of x.
-        xs = F.pad(x, (before - b, b + width - 1 - before, before, after)).contiguous(memory_format=fmt)
+        # F.pad crops where a side is negative: columns [b - before, b - before + W + width - 1) of x, a new
+        # dense tensor in x's memory format (what oneDNN's kernel wants; no further copy).
+        xs = F.pad(x, (before - b, b + width - 1 - before, before, after))
         grad_w[..., b:b + width] = torch.ops.aten.convolution_backward(
             grad_y, xs, strip, None, [1, 1], [0, 0], [1, 1], False, [0, 0], c, [False, True, False])[1]
     return grad_w
