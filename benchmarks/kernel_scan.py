@@ -65,7 +65,16 @@ def cpu_flags() -> str:
     return f"{model}; {' '.join(have)}"
 
 
-def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = False) -> list[dict]:
+class Timing(NamedTuple):
+    """How the contenders are timed: `rounds` interleaved rounds (median), by process CPU time or the wall
+    clock, with or without the stock steps (at 256/8 on an AVX2 CPU they are 60–75 s each at k15, and without
+    them the same minutes buy 2–3× the rounds of the chosen steps)."""
+    rounds: int
+    cpu_time: bool = False
+    stock: bool = True
+
+
+def scan(shape: Shape, layout: str, amp: str, ks, timing: Timing) -> list[dict]:
     """Every k's stock step, chosen step and depthwise layer, all timed in the same interleaved rounds: the
     per-FLOP ratios divide one k's time by k9's, so both must see the same minutes of this VM (timed k by k,
     the k-free "rest" swung ±15% between rows of one scan)."""
@@ -78,7 +87,9 @@ def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = 
         base = RunConfig(h=h, d=d, p=p, k=k, batch_size=batch, device="cpu", amp=amp,
                          channels_last=layout == "channels_last", data="-")
         chosen, _ = fastest_conv_path(base, layout, amp)
-        for name, cfg in (("stock", base.replace(conv_path="stock")), ("chosen", base.replace(conv_path=chosen))):
+        contenders = (("stock", "stock"),) * timing.stock + (("chosen", chosen),)
+        for name, path in contenders:
+            cfg = base.replace(conv_path=path)
             steps[k, name] = cmx_train_step(cfg, place(cfg), x, targets)[0]
         layer, steps[k, "layer"] = depthwise_layer(base, layout, amp)  # one of the step's layers, chosen path
         layer.path = chosen
@@ -86,12 +97,12 @@ def scan(shape: Shape, layout: str, amp: str, ks, rounds: int, cpu_time: bool = 
                      "dw_gflop": TRAIN_FACTOR * 2 * (IMAGE_SIZE // p) ** 2 * k * k * h * d * batch / 1e9})
     for step in steps.values():  # warm-up
         step()
-    clock = time.process_time if cpu_time else time.perf_counter
-    times = interleaved(steps, rounds, torch.device("cpu"), clock=clock)
+    clock = time.process_time if timing.cpu_time else time.perf_counter
+    times = interleaved(steps, timing.rounds, torch.device("cpu"), clock=clock)
     for row in rows:
         k = row["k"]
         for name in ("stock", "chosen", "layer"):
-            row[name] = 1000 * statistics.median(times[k, name])
+            row[name] = 1000 * statistics.median(times[k, name]) if (k, name) in times else float("nan")
         row["dw"] = d * row.pop("layer")  # the step's d depthwise layers
         print(f"  {h}/{d} p{p} b{batch} {layout:>13} {amp:>4} k{k:<2}  stock {row['stock']:8.1f} ms  "
               f"chosen ({row['path']}) {row['chosen']:8.1f} ms  (depthwise {row['dw']:6.1f} ms)", flush=True)
@@ -129,6 +140,8 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--cpu-time", action="store_true",
                     help="time by process CPU time (use with --threads 1 on a loaded machine)")
+    ap.add_argument("--no-stock", action="store_true",
+                    help="time the chosen paths only (more rounds in the same minutes; stock columns: nan)")
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -140,7 +153,7 @@ def main(argv=None) -> None:
     for shape in args.shapes.split(","):
         h, d, p, batch = parsed = Shape.parse(shape)
         for layout in args.layouts.split(","):
-            rows = scan(parsed, layout, args.amp, ks, args.rounds, args.cpu_time)
+            rows = scan(parsed, layout, args.amp, ks, Timing(args.rounds, args.cpu_time, not args.no_stock))
             out.append(table(f"{h}/{d} p{p} batch {batch}", layout, args.amp, rows))
     print("\n".join(out))
 
