@@ -1,7 +1,9 @@
-"""This machine's CPU model, read without torch: one spelling for the results' device names
-(run/provenance.py), the CPU settings cache (run/tune.py) and the sweep's measured rates (sweep/rates.py)."""
+"""This machine's CPU model and core count, read without torch: one spelling for the results' device names
+(run/provenance.py), the CPU settings cache (run/tune.py), the sweep's slots (sweep/local.py) and its measured
+rates (sweep/rates.py)."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -15,3 +17,11 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def available_cpus() -> int:
+    """The cores this process may run on (its affinity mask: what a container or `taskset` grants)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -38,13 +38,15 @@ def make_run(
     epoch_s: float = 10.0,
     started: str = "2025-01-01T00:00:00+0000",
     finished: str = "2025-01-02T00:00:00+0000",
+    provenance: dict | None = None,
     **changes,
 ) -> str:
     """Write one run directory and return its run_id. `changes` are RunConfig fields (k=5, seed=1, ...);
     `epoch_s` is every epoch's duration in epochs.csv, `started`/`finished` its status and result times.
 
     `weights_sha256`: the final weights' hash; by default one unique to the run (no two runs learned the
-    same model), so give two runs the same value to fabricate arms that are identical."""
+    same model), so give two runs the same value to fabricate arms that are identical. `provenance`: more
+    fields of result.json's provenance (e.g. threads, cpus)."""
     cfg = RunConfig(data="data", eval_every=eval_every, **changes)
     run_id = cfg.run_id(dataset)
     run_dir = Path(root) / "runs" / run_id
@@ -77,7 +79,7 @@ def make_run(
                            "torch": torch_version,
                            "cuda": "12.1" if "NVIDIA" in device_name else None,
                            "device": "cuda" if "NVIDIA" in device_name else "cpu",
-                           "device_name": device_name, "host": host},
+                           "device_name": device_name, "host": host, **(provenance or {})},
         })
     return run_id
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..machine import cpu_model
+from ..machine import available_cpus, cpu_model
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the cmx package (this file is cmx/run/provenance.py)
 
@@ -74,5 +74,6 @@ def provenance(device: torch.device) -> dict:
     return {
         "git_commit": commit, "git_dirty": dirty, "source_sha256": source_sha256(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "device": device.type, "device_name": device_name(device),
-        "host": socket.gethostname(), "threads": torch.get_num_threads(), "python": platform.python_version(),
+        "host": socket.gethostname(), "threads": torch.get_num_threads(), "cpus": available_cpus(),
+        "python": platform.python_version(),
     }

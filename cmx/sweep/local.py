@@ -35,6 +35,7 @@ from rich.text import Text
 from ..errors import RunBusy, UserError
 from ..store.resultsdir import ResultsDir
 from ..files import now_iso
+from ..machine import available_cpus
 from .executors import (ELSEWHERE, SlotLayout, positive, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
                         trained_by, write_run_config)
 from .plan import PlannedRun
@@ -144,13 +145,6 @@ def make_slots(gpus: list[str] | None, per_gpu: int = 1, workers: int = 1,
         mapped = map_gpus(gpus, visible_gpus() if visible is None else visible)
         return [Slot(i, gpu) for i, gpu in enumerate(g for _ in range(per_gpu) for g in mapped)]
     return [Slot(i, None) for i in range(workers)]
-
-
-def available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 class LocalExecutor:

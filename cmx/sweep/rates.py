@@ -9,7 +9,10 @@ seconds per unit directly; runs of other shapes give seconds per FLOP (estimate.
 Runs trained side by side on one host (a sweep's --workers) are slower each than a run alone; how many
 ran at once is read from the runs' own timestamps (status.json's `started`, result.json's `finished`):
 a run's *concurrency* is 1 plus the time-weighted number of other runs of its host overlapping it. Only
-CPU runs are counted this way: GPU runs of one host overlap on different GPUs without sharing one.
+CPU runs are counted this way: GPU runs of one host overlap on different GPUs without sharing one. A CPU
+run given a part of the cores (a --workers slot's threads: 1 of 2) counts as sharing the device that many
+ways even while it ran alone: the last run of a 2-worker sweep, alone for minutes on its one thread, is no
+faster for it (measured: a k15 run's 297 s, counted as alone, projected the next seed's k15 at 2 × 297 s).
 
 Reads files only (no torch), so a dry run stays fast.
 """
@@ -21,13 +24,14 @@ import functools
 import json
 import os
 import shutil
+import socket
 import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
-from ..machine import cpu_model
+from ..machine import available_cpus, cpu_model
 from ..config import RunConfig
 from ..store.resultsdir import ResultsDir
 from ..store.rundir import RunDir
@@ -71,6 +75,8 @@ class Measured:
     started: float | None
     finished: float | None
     concurrency: int = 1  # runs of its host training at the same time (itself included), CPU only
+    threads: int | None = None  # provenance's: the run's intra-op threads
+    cpus: int | None = None  # provenance's: the cores its host gave it (runs before 2026-12-06: not recorded)
 
     @property
     def per_unit(self) -> float:
@@ -115,7 +121,7 @@ def _read(run_dir: RunDir) -> Measured | None:
         startup = max(0.0, finished - (launched or started) - float(result["wall_s"]))
     return Measured(result.get("run_id", run_dir.run_id), config, prov["device_name"],
                     prov.get("host") or status.get("host") or "", n_train, n_test, sum(seconds), work,
-                    startup, started, finished)
+                    startup, started, finished, threads=prov.get("threads"), cpus=prov.get("cpus"))
 
 
 def _sizes(dataset: str | None, data: str | None) -> tuple[int, int] | None:
@@ -139,13 +145,27 @@ def _launched(log: Path) -> float | None:
 
 
 def _fill_concurrency(runs: list[Measured]) -> None:
-    timed = [r for r in runs if r.started is not None and r.finished is not None and r.finished > r.started
-             and r.device_name.startswith("cpu")]
+    cpu = [r for r in runs if r.device_name.startswith("cpu")]
+    timed = [r for r in cpu if r.started is not None and r.finished is not None and r.finished > r.started]
     for run in timed:
         span = run.finished - run.started
         overlap = sum(max(0.0, min(run.finished, o.finished) - max(run.started, o.started))
                       for o in timed if o is not run and o.host == run.host)
         run.concurrency = max(1, round(1 + overlap / span))
+    for run in cpu:
+        run.concurrency = max(run.concurrency, core_share(run))
+
+
+def core_share(run: Measured) -> int:
+    """How many ways the run's host's cores were split for it: its cores over its threads (1 when either
+    is unknown). A run from before `cpus` was recorded is taken to have had this machine's cores when it
+    ran on a host of this name with this CPU model."""
+    cpus = run.cpus
+    if cpus is None and run.host == socket.gethostname() and run.device_name == "cpu: " + cpu_model():
+        cpus = available_cpus()
+    if not cpus or not run.threads:
+        return 1
+    return max(1, round(cpus / run.threads))
 
 
 def startup_seconds(runs: list[Measured]) -> float:
