@@ -7,6 +7,11 @@ import os
 import platform
 from pathlib import Path
 
+# Set by a launcher that splits this machine's cores between N runs (sweep/local.py's --workers slots): each
+# run had 1/N of them, also while it ran alone. Threads alone cannot tell: with SMT a lone run's default
+# (torch: the physical cores) equals a 2-slot share of the logical CPUs.
+CPU_SHARE_ENV = "CMX_CPU_SHARE"
+
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (e.g. 'Intel(R) Xeon(R) Processor'), else what Python knows."""
@@ -25,3 +30,11 @@ def available_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not Linux
         return os.cpu_count() or 1
+
+
+def cpu_share() -> int:
+    """How many ways a launcher split the cores this run may use (1: they are all its own)."""
+    try:
+        return max(1, int(os.environ.get(CPU_SHARE_ENV, "1")))
+    except ValueError:
+        return 1

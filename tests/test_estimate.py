@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import functools
 import re
-import socket
 
 import pytest
+import torch
 
 from cmx.analysis.watch import render
 from cmx.cli.app import main
@@ -19,7 +19,7 @@ from cmx.cli.analysis import sweep_eta_lines
 from cmx.config import RunConfig
 from cmx.store.resultsdir import ResultsDir
 from cmx.files import now_iso, parse_iso
-from cmx.machine import cpu_model
+from cmx.run.provenance import provenance
 from cmx.sweep import probe, rates
 from cmx.sweep.estimate import config_forward_flops, project, run_flops, schedule
 from cmx.sweep.eta import record_queue
@@ -156,11 +156,13 @@ def test_workers_wall_clock_assumes_shared_cores_unless_measured(tmp_path):
     assert est.wall_s == pytest.approx(2 * 45 * 1.6)
 
 
-def test_a_run_given_part_of_the_cores_counts_as_sharing_them_even_while_alone(tmp_path):
+def test_a_run_given_part_of_the_cores_counts_as_sharing_them_even_while_alone(tmp_path, monkeypatch):
     # The last run of a 2-worker sweep trains alone for minutes, but on its slot's 1 thread of 2 cores: no
     # faster than beside another run. Counted as alone, its time would be doubled again for the next sweep.
-    cpu_run(tmp_path, 0, epoch_s=20.0, seed=0, provenance={"threads": 1, "cpus": 2})
-    cpu_run(tmp_path, 1, epoch_s=10.0, seed=1, provenance={"threads": 2, "cpus": 2})
+    monkeypatch.setenv("CMX_CPU_SHARE", "2")  # what the sweep's child environment says (test_executors.py)
+    assert provenance(torch.device("cpu"))["cpu_share"] == 2
+    cpu_run(tmp_path, 0, epoch_s=20.0, seed=0, provenance={"cpu_share": 2})
+    cpu_run(tmp_path, 1, epoch_s=10.0, seed=1)  # from before cpu_share was recorded: its overlaps only
     by_seed = {m.config.seed: m.concurrency for m in rates.measured_runs(ResultsDir(tmp_path))}
     assert by_seed == {0: 2, 1: 1}
     runs = [(config(seed=s), 0, True) for s in (2, 3)]
@@ -168,17 +170,6 @@ def test_a_run_given_part_of_the_cores_counts_as_sharing_them_even_while_alone(t
     assert est.runs[0].seconds == pytest.approx(45.0)  # 4 epochs × 10 s alone + 5 s startup
     assert est.share == pytest.approx(2.0) and est.share_basis.startswith("measured from 2 runs")
     assert est.wall_s == pytest.approx(2 * 45.0)  # each on its worker, 2× as long as alone
-
-
-def test_a_run_from_before_cpus_were_recorded_uses_this_machines_cores_if_it_ran_here(tmp_path, monkeypatch):
-    monkeypatch.setattr(rates, "available_cpus", lambda: 4)
-    here = dict(host=socket.gethostname(), device_name="cpu: " + cpu_model(), epoch_s=10.0, wall_s=40.0,
-                started=now_iso(T0), finished=now_iso(T0 + 45), provenance={"threads": 1}, **SHAPE)
-    make_run(tmp_path, seed=0, **here)
-    make_run(tmp_path, seed=1, **{**here, "host": "elsewhere", "started": now_iso(T0 + 3600),
-                                  "finished": now_iso(T0 + 3645)})
-    by_seed = {m.config.seed: m.concurrency for m in rates.measured_runs(ResultsDir(tmp_path))}
-    assert by_seed == {0: 4, 1: 1}  # elsewhere: its cores are unknown, so only its overlaps count
 
 
 # ---------------------------------------------------------------------- the command line

@@ -97,8 +97,11 @@ def test_gpu_slots_get_their_own_device_and_cpu_slots_share_the_cores(tmp_path, 
     assert [s.gpu for s in cpu] == [None] * 3
     cpu_env = LocalExecutor(ResultsDir(tmp_path), cpu, live=False).child_env(cpu[0])
     assert cpu_env.get("CUDA_VISIBLE_DEVICES") == os.environ.get("CUDA_VISIBLE_DEVICES")  # left as it was
+    assert cpu_env["CMX_CPU_SHARE"] == "3"  # each CPU run had a third of the cores (its provenance says so)
+    assert all("CMX_CPU_SHARE" not in e for e in envs)  # GPU runs: their own device
     single = make_slots(None, workers=1)
-    assert "OMP_NUM_THREADS" not in LocalExecutor(ResultsDir(tmp_path), single, live=False).child_env(single[0])
+    single_env = LocalExecutor(ResultsDir(tmp_path), single, live=False).child_env(single[0])
+    assert "OMP_NUM_THREADS" not in single_env and "CMX_CPU_SHARE" not in single_env
 
 
 @pytest.mark.parametrize("inherited,requested,expected", [

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..machine import available_cpus, cpu_model
+from ..machine import cpu_model, cpu_share
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]  # the cmx package (this file is cmx/run/provenance.py)
 
@@ -74,6 +74,6 @@ def provenance(device: torch.device) -> dict:
     return {
         "git_commit": commit, "git_dirty": dirty, "source_sha256": source_sha256(), "torch": torch.__version__,
         "cuda": torch.version.cuda, "device": device.type, "device_name": device_name(device),
-        "host": socket.gethostname(), "threads": torch.get_num_threads(), "cpus": available_cpus(),
+        "host": socket.gethostname(), "threads": torch.get_num_threads(), "cpu_share": cpu_share(),
         "python": platform.python_version(),
     }

@@ -35,7 +35,7 @@ from rich.text import Text
 from ..errors import RunBusy, UserError
 from ..store.resultsdir import ResultsDir
 from ..files import now_iso
-from ..machine import available_cpus
+from ..machine import CPU_SHARE_ENV, available_cpus
 from .executors import (ELSEWHERE, SlotLayout, positive, Outcome, SweepSummary, busy_outcome, failure_reason, held_elsewhere,
                         trained_by, write_run_config)
 from .plan import PlannedRun
@@ -168,6 +168,8 @@ class LocalExecutor:
         if len(self.slots) > 1 and "OMP_NUM_THREADS" not in os.environ:
             threads = str(max(1, available_cpus() // len(self.slots)))
             env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)  # torch reads these at start
+            if slot.gpu is None:  # the run's provenance records it: its share of the cores, even once alone
+                env[CPU_SHARE_ENV] = str(len(self.slots))
         env["PYTHONUNBUFFERED"] = "1"
         return env
 

@@ -10,9 +10,10 @@ Runs trained side by side on one host (a sweep's --workers) are slower each than
 ran at once is read from the runs' own timestamps (status.json's `started`, result.json's `finished`):
 a run's *concurrency* is 1 plus the time-weighted number of other runs of its host overlapping it. Only
 CPU runs are counted this way: GPU runs of one host overlap on different GPUs without sharing one. A CPU
-run given a part of the cores (a --workers slot's threads: 1 of 2) counts as sharing the device that many
-ways even while it ran alone: the last run of a 2-worker sweep, alone for minutes on its one thread, is no
-faster for it (measured: a k15 run's 297 s, counted as alone, projected the next seed's k15 at 2 × 297 s).
+run given a part of the cores (a --workers slot: its provenance's `cpu_share`, 2 for 1 of 2) counts as
+sharing the device that many ways even while it ran alone: the last run of a 2-worker sweep, alone for
+minutes on its one thread, is no faster for it (measured: a k15 run's 297 s, counted as alone, projected
+the next seed's k15 at 2 × 297 s). Runs from before `cpu_share` was recorded count their overlaps only.
 
 Reads files only (no torch), so a dry run stays fast.
 """
@@ -24,14 +25,13 @@ import functools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
-from ..machine import available_cpus, cpu_model
+from ..machine import cpu_model
 from ..config import RunConfig
 from ..store.resultsdir import ResultsDir
 from ..store.rundir import RunDir
@@ -75,8 +75,7 @@ class Measured:
     started: float | None
     finished: float | None
     concurrency: int = 1  # runs of its host training at the same time (itself included), CPU only
-    threads: int | None = None  # provenance's: the run's intra-op threads
-    cpus: int | None = None  # provenance's: the cores its host gave it (runs before 2026-12-06: not recorded)
+    cpu_share: int = 1  # provenance's: how many ways its launcher split the host's cores (1: all its own)
 
     @property
     def per_unit(self) -> float:
@@ -121,7 +120,7 @@ def _read(run_dir: RunDir) -> Measured | None:
         startup = max(0.0, finished - (launched or started) - float(result["wall_s"]))
     return Measured(result.get("run_id", run_dir.run_id), config, prov["device_name"],
                     prov.get("host") or status.get("host") or "", n_train, n_test, sum(seconds), work,
-                    startup, started, finished, threads=prov.get("threads"), cpus=prov.get("cpus"))
+                    startup, started, finished, cpu_share=int(prov.get("cpu_share") or 1))
 
 
 def _sizes(dataset: str | None, data: str | None) -> tuple[int, int] | None:
@@ -153,19 +152,7 @@ def _fill_concurrency(runs: list[Measured]) -> None:
                       for o in timed if o is not run and o.host == run.host)
         run.concurrency = max(1, round(1 + overlap / span))
     for run in cpu:
-        run.concurrency = max(run.concurrency, core_share(run))
-
-
-def core_share(run: Measured) -> int:
-    """How many ways the run's host's cores were split for it: its cores over its threads (1 when either
-    is unknown). A run from before `cpus` was recorded is taken to have had this machine's cores when it
-    ran on a host of this name with this CPU model."""
-    cpus = run.cpus
-    if cpus is None and run.host == socket.gethostname() and run.device_name == "cpu: " + cpu_model():
-        cpus = available_cpus()
-    if not cpus or not run.threads:
-        return 1
-    return max(1, round(cpus / run.threads))
+        run.concurrency = max(run.concurrency, run.cpu_share)
 
 
 def startup_seconds(runs: list[Measured]) -> float:
