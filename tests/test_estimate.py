@@ -163,12 +163,13 @@ def test_a_run_given_part_of_the_cores_counts_as_sharing_them_even_while_alone(t
     assert provenance(torch.device("cpu"))["cpu_share"] == 2
     cpu_run(tmp_path, 0, epoch_s=20.0, seed=0, provenance={"cpu_share": 2})
     cpu_run(tmp_path, 1, epoch_s=10.0, seed=1)  # from before cpu_share was recorded: its overlaps only
+    cpu_run(tmp_path, 2, epoch_s=10.0, seed=9, provenance={"cpu_share": "two"})  # unreadable: as if absent
     by_seed = {m.config.seed: m.concurrency for m in rates.measured_runs(ResultsDir(tmp_path))}
-    assert by_seed == {0: 2, 1: 1}
+    assert by_seed == {0: 2, 1: 1, 9: 1}
     runs = [(config(seed=s), 0, True) for s in (2, 3)]
     est = project(runs, tmp_path, device=CPU, probing=False, slots=2)
     assert est.runs[0].seconds == pytest.approx(45.0)  # 4 epochs × 10 s alone + 5 s startup
-    assert est.share == pytest.approx(2.0) and est.share_basis.startswith("measured from 2 runs")
+    assert est.share == pytest.approx(2.0) and est.share_basis.startswith("measured from 3 runs")
     assert est.wall_s == pytest.approx(2 * 45.0)  # each on its worker, 2× as long as alone
 
 
