@@ -34,7 +34,13 @@ def available_cpus() -> int:
 
 def cpu_share() -> int:
     """How many ways a launcher split the cores this run may use (1: they are all its own)."""
+    return parse_share(os.environ.get(CPU_SHARE_ENV))
+
+
+def parse_share(value) -> int:
+    """A recorded share of the cores ($CMX_CPU_SHARE, a result.json's cpu_share), 1 where absent or
+    unreadable (a hand-edited result.json or environment is no reason to fail)."""
     try:
-        return max(1, int(os.environ.get(CPU_SHARE_ENV, "1")))
-    except ValueError:
+        return max(1, int(value or 1))
+    except (TypeError, ValueError):
         return 1

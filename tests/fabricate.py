@@ -46,7 +46,7 @@ def make_run(
 
     `weights_sha256`: the final weights' hash; by default one unique to the run (no two runs learned the
     same model), so give two runs the same value to fabricate arms that are identical. `provenance`: more
-    fields of result.json's provenance (e.g. threads, cpus)."""
+    fields of result.json's provenance (e.g. threads, cpu_share)."""
     cfg = RunConfig(data="data", eval_every=eval_every, **changes)
     run_id = cfg.run_id(dataset)
     run_dir = Path(root) / "runs" / run_id

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..cifar import TEST_SIZE, TRAIN_SIZE, split_sizes
-from ..machine import cpu_model
+from ..machine import cpu_model, parse_share
 from ..config import RunConfig
 from ..store.resultsdir import ResultsDir
 from ..store.rundir import RunDir
@@ -120,15 +120,7 @@ def _read(run_dir: RunDir) -> Measured | None:
         startup = max(0.0, finished - (launched or started) - float(result["wall_s"]))
     return Measured(result.get("run_id", run_dir.run_id), config, prov["device_name"],
                     prov.get("host") or status.get("host") or "", n_train, n_test, sum(seconds), work,
-                    startup, started, finished, cpu_share=_share(prov.get("cpu_share")))
-
-
-def _share(value) -> int:
-    """Provenance's cpu_share, 1 where absent or unreadable (a hand-edited result.json is no reason to fail)."""
-    try:
-        return max(1, int(value or 1))
-    except (TypeError, ValueError):
-        return 1
+                    startup, started, finished, cpu_share=parse_share(prov.get("cpu_share")))
 
 
 def _sizes(dataset: str | None, data: str | None) -> tuple[int, int] | None:
